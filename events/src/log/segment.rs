@@ -1,0 +1,210 @@
+//! Segment files and their indexes: the on-disk format of one partition.
+//!
+//! A partition folder holds segments `<base seq, 20 digits>.seg`, each a 16-byte header followed
+//! by frames `[len u32 LE][crc32c(len ‖ body) u32 LE][body]`, where the body is an envelope's
+//! canonical bytes. Beside each segment, `<base>.idx` holds sparse index entries
+//! `(seq u64, pos u64, recorded_at i64)` little-endian: one for the first record and then one
+//! every `index_interval_bytes`. The index is derived data: it can always be rebuilt by a scan.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Magic and format version at the start of every segment.
+pub const HEADER: &[u8; 16] = b"ANNALSEG\x01\0\0\0\0\0\0\0";
+pub const HEADER_LEN: u64 = HEADER.len() as u64;
+/// Bytes of a frame before its body.
+pub const FRAME_OVERHEAD: usize = 8;
+/// Largest frame body the log writes or accepts when reading.
+pub const MAX_BODY: usize = (2 << 20) - FRAME_OVERHEAD;
+pub const INDEX_ENTRY_LEN: usize = 24;
+
+pub fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.seg"))
+}
+
+pub fn index_path(seg: &Path) -> PathBuf {
+    seg.with_extension("idx")
+}
+
+/// Appends one frame around `body` to `out`.
+pub fn put_frame(out: &mut Vec<u8>, body: &[u8]) {
+    let len = (body.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), body);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+/// Base seqs of the segments in a partition folder, ascending.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".seg") {
+            if stem.len() == 20 {
+                if let Ok(base) = stem.parse::<u64>() {
+                    bases.push(base);
+                }
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// One sparse index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub seq: u64,
+    pub pos: u64,
+    pub recorded_at: i64,
+}
+
+impl IndexEntry {
+    pub fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.pos.to_le_bytes());
+        out.extend_from_slice(&self.recorded_at.to_le_bytes());
+    }
+}
+
+/// Reads an index file; `None` if it is missing or not well formed (then it is rebuilt).
+pub fn read_index(path: &Path, base: u64) -> Option<Vec<IndexEntry>> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() % INDEX_ENTRY_LEN != 0 {
+        return None;
+    }
+    let entries: Vec<IndexEntry> = bytes
+        .chunks_exact(INDEX_ENTRY_LEN)
+        .map(|c| IndexEntry {
+            seq: u64::from_le_bytes(c[0..8].try_into().expect("8")),
+            pos: u64::from_le_bytes(c[8..16].try_into().expect("8")),
+            recorded_at: i64::from_le_bytes(c[16..24].try_into().expect("8")),
+        })
+        .collect();
+    let first_ok = entries.first().is_none_or(|e| e.seq == base && e.pos == HEADER_LEN);
+    let sorted = entries.windows(2).all(|w| w[0].seq < w[1].seq && w[0].pos < w[1].pos && w[0].recorded_at <= w[1].recorded_at);
+    (first_ok && sorted).then_some(entries)
+}
+
+/// What a scanner found at the current position.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole, intact frame at `pos`; its body is [`Scanner::body`].
+    Record { pos: u64 },
+    /// Clean end: the limit was reached exactly at a frame boundary.
+    End,
+    /// The bytes from `pos` to the limit are not a whole, intact frame.
+    Invalid { pos: u64, problem: &'static str },
+}
+
+/// Reads frames sequentially from a segment file, up to a byte limit, with a reusable buffer.
+pub struct Scanner {
+    file: File,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// File position of `buf[0]`.
+    buf_pos: u64,
+    /// File position up to which reading is allowed (the durable end, or the file length).
+    limit: u64,
+    read_to: u64,
+    /// `buf` range of the body of the last record returned.
+    body: std::ops::Range<usize>,
+}
+
+impl Scanner {
+    /// Opens `path` positioned at `pos` (a frame boundary, or `HEADER_LEN`), reading up to `limit`.
+    pub fn open(path: &Path, pos: u64, limit: u64) -> io::Result<Scanner> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(pos))?;
+        Ok(Scanner { file, buf: vec![0; 1 << 20], start: 0, end: 0, buf_pos: pos, limit, read_to: pos, body: 0..0 })
+    }
+
+    pub fn position(&self) -> u64 {
+        self.buf_pos + self.start as u64
+    }
+
+    /// Raises the limit (the writer made more bytes durable).
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit.max(self.limit);
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Makes at least `n` bytes available from `start`, unless the limit comes first.
+    fn fill(&mut self, n: usize) -> io::Result<bool> {
+        if self.end - self.start >= n {
+            return Ok(true);
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.buf_pos += self.start as u64;
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < n {
+            self.buf.resize(n.next_power_of_two(), 0);
+        }
+        while self.end < n && self.read_to < self.limit {
+            let want = ((self.limit - self.read_to) as usize).min(self.buf.len() - self.end);
+            let got = self.file.read(&mut self.buf[self.end..self.end + want])?;
+            if got == 0 {
+                break;
+            }
+            self.end += got;
+            self.read_to += got as u64;
+        }
+        Ok(self.end >= n)
+    }
+
+    /// The next frame. After `Invalid` the scanner stays where it is.
+    pub fn next_frame(&mut self) -> io::Result<Frame> {
+        let pos = self.position();
+        if !self.fill(FRAME_OVERHEAD)? {
+            return Ok(if self.end == self.start { Frame::End } else { Frame::Invalid { pos, problem: "incomplete frame header" } });
+        }
+        let head = &self.buf[self.start..self.start + FRAME_OVERHEAD];
+        let len_bytes: [u8; 4] = head[0..4].try_into().expect("4");
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4"));
+        if len == 0 || len > MAX_BODY {
+            return Ok(Frame::Invalid { pos, problem: "frame length out of range" });
+        }
+        if !self.fill(FRAME_OVERHEAD + len)? {
+            return Ok(Frame::Invalid { pos, problem: "frame runs past the end of the data" });
+        }
+        let body_start = self.start + FRAME_OVERHEAD;
+        let body = &self.buf[body_start..body_start + len];
+        if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), body) != crc {
+            return Ok(Frame::Invalid { pos, problem: "CRC32C mismatch" });
+        }
+        self.start = body_start + len;
+        self.body = body_start..body_start + len;
+        Ok(Frame::Record { pos })
+    }
+
+    /// The body of the record the last `next_frame` returned.
+    pub fn body(&self) -> &[u8] {
+        &self.buf[self.body.clone()]
+    }
+}
+
+/// Checks the segment header; `Ok(false)` if the file is shorter than a header.
+pub fn check_header(path: &Path) -> io::Result<Result<(), &'static str>> {
+    let mut f = File::open(path)?;
+    let mut h = [0u8; HEADER.len()];
+    let mut got = 0;
+    while got < h.len() {
+        let n = f.read(&mut h[got..])?;
+        if n == 0 {
+            return Ok(Err("segment is shorter than its header"));
+        }
+        got += n;
+    }
+    Ok(if &h == HEADER { Ok(()) } else { Err("segment header is not an annals segment v1 header") })
+}
