@@ -58,10 +58,16 @@ impl<'a> Cursor<'a> {
         let mut n: u64 = 0;
         let mut shift = 0;
         loop {
-            let b = *self.buf.get(self.pos).ok_or(DecodeError { field, problem: "truncated varint" })?;
+            let b = *self.buf.get(self.pos).ok_or(DecodeError {
+                field,
+                problem: "truncated varint",
+            })?;
             self.pos += 1;
             if shift == 63 && b > 1 {
-                return Err(DecodeError { field, problem: "varint overflows 64 bits" });
+                return Err(DecodeError {
+                    field,
+                    problem: "varint overflows 64 bits",
+                });
             }
             n |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
@@ -69,36 +75,58 @@ impl<'a> Cursor<'a> {
             }
             shift += 7;
             if shift > 63 {
-                return Err(DecodeError { field, problem: "varint too long" });
+                return Err(DecodeError {
+                    field,
+                    problem: "varint too long",
+                });
             }
         }
         Ok(((n >> 1) as i64) ^ -((n & 1) as i64))
     }
 
     pub fn int(&mut self, field: &'static str) -> Result<i32, DecodeError> {
-        i32::try_from(self.long(field)?).map_err(|_| DecodeError { field, problem: "int out of range" })
+        i32::try_from(self.long(field)?).map_err(|_| DecodeError {
+            field,
+            problem: "int out of range",
+        })
     }
 
     pub fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.long(field)?;
-        let len = usize::try_from(len).map_err(|_| DecodeError { field, problem: "negative length" })?;
+        let len = usize::try_from(len).map_err(|_| DecodeError {
+            field,
+            problem: "negative length",
+        })?;
         self.fixed(field, len)
     }
 
     pub fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.bytes(field)?).map_err(|_| DecodeError { field, problem: "not UTF-8" })
+        std::str::from_utf8(self.bytes(field)?).map_err(|_| DecodeError {
+            field,
+            problem: "not UTF-8",
+        })
     }
 
     pub fn opt_str(&mut self, field: &'static str) -> Result<Option<&'a str>, DecodeError> {
         match self.long(field)? {
             0 => Ok(None),
             1 => Ok(Some(self.str(field)?)),
-            _ => Err(DecodeError { field, problem: "bad union branch" }),
+            _ => Err(DecodeError {
+                field,
+                problem: "bad union branch",
+            }),
         }
     }
 
     pub fn fixed(&mut self, field: &'static str, len: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(len).filter(|&e| e <= self.buf.len()).ok_or(DecodeError { field, problem: "truncated" })?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(DecodeError {
+                field,
+                problem: "truncated",
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -111,7 +139,19 @@ mod tests {
 
     #[test]
     fn longs_round_trip_at_the_edges() {
-        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i64::MAX, i64::MIN] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i32::MAX as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut out = Vec::new();
             put_long(&mut out, v);
             let mut c = Cursor::new(&out);

@@ -4,7 +4,7 @@
 //! Its last field is `hash`, a fixed 32 bytes, so "the envelope without its hash" — what the
 //! hash chain covers — is simply the encoding minus its last 32 bytes.
 
-use crate::avro::{put_bytes, put_long, put_opt_str, Cursor, DecodeError};
+use crate::avro::{Cursor, DecodeError, put_bytes, put_long, put_opt_str};
 use crate::chain::{self, Hash};
 use uuid::Uuid;
 
@@ -45,10 +45,16 @@ impl NewEvent {
     pub fn validate(&self) -> Result<(), InvalidEvent> {
         let name = |field: &'static str, v: &str, required: bool| {
             if required && v.is_empty() {
-                return Err(InvalidEvent { field, problem: "must not be empty".into() });
+                return Err(InvalidEvent {
+                    field,
+                    problem: "must not be empty".into(),
+                });
             }
             if v.len() > MAX_NAME_BYTES {
-                return Err(InvalidEvent { field, problem: format!("is {} bytes, the limit is {MAX_NAME_BYTES}", v.len()) });
+                return Err(InvalidEvent {
+                    field,
+                    problem: format!("is {} bytes, the limit is {MAX_NAME_BYTES}", v.len()),
+                });
             }
             Ok(())
         };
@@ -56,22 +62,42 @@ impl NewEvent {
         name("stream", &self.stream, true)?;
         name("event_type", &self.event_type, true)?;
         name("actor", &self.actor, false)?;
-        name("causation_id", self.causation_id.as_deref().unwrap_or(""), false)?;
-        name("correlation_id", self.correlation_id.as_deref().unwrap_or(""), false)?;
+        name(
+            "causation_id",
+            self.causation_id.as_deref().unwrap_or(""),
+            false,
+        )?;
+        name(
+            "correlation_id",
+            self.correlation_id.as_deref().unwrap_or(""),
+            false,
+        )?;
         if self.stream_version == 0 || self.stream_version > i64::MAX as u64 {
-            return Err(InvalidEvent { field: "stream_version", problem: "must be 1 or more (versions are 1-based)".into() });
+            return Err(InvalidEvent {
+                field: "stream_version",
+                problem: "must be 1 or more (versions are 1-based)".into(),
+            });
         }
         if self.payload.len() > MAX_PAYLOAD_BYTES {
             return Err(InvalidEvent {
                 field: "payload",
-                problem: format!("is {} bytes, the limit is {MAX_PAYLOAD_BYTES}", self.payload.len()),
+                problem: format!(
+                    "is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
+                    self.payload.len()
+                ),
             });
         }
         Ok(())
     }
 
     /// A borrowed envelope view of this event at the position the writer assigned.
-    pub fn at<'a>(&'a self, recorded_at: i64, partition: u32, seq: u64, prev_hash: &'a Hash) -> EnvelopeRef<'a> {
+    pub fn at<'a>(
+        &'a self,
+        recorded_at: i64,
+        partition: u32,
+        seq: u64,
+        prev_hash: &'a Hash,
+    ) -> EnvelopeRef<'a> {
         EnvelopeRef {
             event_id: *self.event_id.as_bytes(),
             tenant: &self.tenant,
@@ -176,12 +202,18 @@ impl<'a> EnvelopeRef<'a> {
         let causation_id = c.opt_str("causation_id")?;
         let correlation_id = c.opt_str("correlation_id")?;
         let payload = c.bytes("payload")?;
-        let partition = u32::try_from(c.int("partition")?).map_err(|_| DecodeError { field: "partition", problem: "negative" })?;
+        let partition = u32::try_from(c.int("partition")?).map_err(|_| DecodeError {
+            field: "partition",
+            problem: "negative",
+        })?;
         let seq = nonneg(c.long("seq")?, "seq")?;
         let prev_hash = c.fixed("prev_hash", 32)?.try_into().expect("32 bytes");
         let hash = c.fixed("hash", 32)?.try_into().expect("32 bytes");
         if !c.is_empty() {
-            return Err(DecodeError { field: "hash", problem: "trailing bytes after the envelope" });
+            return Err(DecodeError {
+                field: "hash",
+                problem: "trailing bytes after the envelope",
+            });
         }
         Ok(EnvelopeRef {
             event_id,
@@ -271,5 +303,8 @@ impl Envelope {
 }
 
 fn nonneg(v: i64, field: &'static str) -> Result<u64, DecodeError> {
-    u64::try_from(v).map_err(|_| DecodeError { field, problem: "negative" })
+    u64::try_from(v).map_err(|_| DecodeError {
+        field,
+        problem: "negative",
+    })
 }

@@ -2,7 +2,9 @@
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     d.as_micros() as i64
 }
 
@@ -13,7 +15,12 @@ pub fn format_micros(micros: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (or a bare date) to microseconds since the epoch.
@@ -34,10 +41,15 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let hh: i64 = tp.next()?.parse().ok()?;
     let mm: i64 = tp.next()?.parse().ok()?;
     let ss: i64 = tp.next()?.parse().ok()?;
-    if hh > 23 || mm > 59 || ss > 60 || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if hh > 23 || mm > 59 || ss > 60 || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
-    let micros: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().ok()? };
+    let micros: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().ok()?
+    };
     let days = days_from_civil(y, m, d);
     Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + micros)
 }
@@ -73,10 +85,18 @@ mod tests {
     #[test]
     fn formats_and_parses_round_trip() {
         for t in [0i64, 1_763_796_492_123_456, 951_782_400_000_000, -1] {
-            assert_eq!(parse_rfc3339(&format_micros(t)), Some(t), "{}", format_micros(t));
+            assert_eq!(
+                parse_rfc3339(&format_micros(t)),
+                Some(t),
+                "{}",
+                format_micros(t)
+            );
         }
         assert_eq!(format_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(parse_rfc3339("2026-11-22"), parse_rfc3339("2026-11-22T00:00:00Z"));
+        assert_eq!(
+            parse_rfc3339("2026-11-22"),
+            parse_rfc3339("2026-11-22T00:00:00Z")
+        );
         assert_eq!(parse_rfc3339("2026-13-01"), None);
     }
 }

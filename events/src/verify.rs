@@ -8,16 +8,16 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::chain::{self, Hash};
 use crate::envelope::EnvelopeRef;
-use crate::log::segment::{self, Frame, Scanner, HEADER_LEN, INDEX_ENTRY_LEN};
 use crate::log::LogError;
+use crate::log::segment::{self, Frame, HEADER_LEN, INDEX_ENTRY_LEN, Scanner};
 
 /// The first fault found in a partition.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -80,7 +80,9 @@ pub struct VerifyReport {
 pub fn verify(data_dir: &Path, threads: usize) -> Result<VerifyReport, LogError> {
     let log_dir = data_dir.join("log");
     if !log_dir.is_dir() {
-        return Err(LogError::NoLog { path: data_dir.to_path_buf() });
+        return Err(LogError::NoLog {
+            path: data_dir.to_path_buf(),
+        });
     }
     let started = Instant::now();
     let mut work = Vec::new();
@@ -94,30 +96,48 @@ pub fn verify(data_dir: &Path, threads: usize) -> Result<VerifyReport, LogError>
     names.sort();
     for name in names {
         topics += 1;
-        let meta = std::fs::read(log_dir.join(&name).join("topic.json")).map_err(LogError::io("cannot read topic.json"))?;
+        let meta = std::fs::read(log_dir.join(&name).join("topic.json"))
+            .map_err(LogError::io("cannot read topic.json"))?;
         let partitions = serde_json::from_slice::<serde_json::Value>(&meta)
             .ok()
             .and_then(|v| v.get("partitions")?.as_u64())
-            .ok_or_else(|| LogError::Corrupt { topic: name.clone(), partition: 0, seq: 0, detail: "topic.json is not valid".into() })?;
+            .ok_or_else(|| LogError::Corrupt {
+                topic: name.clone(),
+                partition: 0,
+                seq: 0,
+                detail: "topic.json is not valid".into(),
+            })?;
         for p in 0..partitions as u32 {
             work.push((name.clone(), p, log_dir.join(&name).join(p.to_string())));
         }
     }
-    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
     let threads = threads.min(work.len()).max(1);
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(work.len()));
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((topic, p, dir)) = work.get(i) else { break };
-                let report = verify_partition(topic, *p, dir);
-                results.lock().expect("results lock").push(report);
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((topic, p, dir)) = work.get(i) else {
+                        break;
+                    };
+                    let report = verify_partition(topic, *p, dir);
+                    results.lock().expect("results lock").push(report);
+                }
             });
         }
     });
-    let mut partitions: Vec<PartitionReport> = results.into_inner().expect("results lock").into_iter().collect::<Result<_, _>>()?;
+    let mut partitions: Vec<PartitionReport> = results
+        .into_inner()
+        .expect("results lock")
+        .into_iter()
+        .collect::<Result<_, _>>()?;
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let seconds = started.elapsed().as_secs_f64();
     let events = partitions.iter().map(|p| p.events).sum();
@@ -137,7 +157,11 @@ pub fn verify(data_dir: &Path, threads: usize) -> Result<VerifyReport, LogError>
 }
 
 /// Verifies one partition folder, stopping at its first fault.
-pub fn verify_partition(topic: &str, partition: u32, dir: &Path) -> Result<PartitionReport, LogError> {
+pub fn verify_partition(
+    topic: &str,
+    partition: u32,
+    dir: &Path,
+) -> Result<PartitionReport, LogError> {
     let io = |p: &Path| LogError::io(format!("cannot read {}", p.display()));
     let writer_active = writer_holds_lock(dir);
     let mut report = PartitionReport {
@@ -153,7 +177,15 @@ pub fn verify_partition(topic: &str, partition: u32, dir: &Path) -> Result<Parti
     let bases = match segment::list_segments(dir) {
         Ok(b) => b,
         Err(e) => {
-            report.fault = Some(Fault { topic: topic.into(), partition, seq: 0, segment: dir.into(), position: 0, kind: "header", detail: format!("partition folder cannot be listed: {e}") });
+            report.fault = Some(Fault {
+                topic: topic.into(),
+                partition,
+                seq: 0,
+                segment: dir.into(),
+                position: 0,
+                kind: "header",
+                detail: format!("partition folder cannot be listed: {e}"),
+            });
             return Ok(report);
         }
     };
@@ -163,9 +195,22 @@ pub fn verify_partition(topic: &str, partition: u32, dir: &Path) -> Result<Parti
         let path = segment::segment_path(dir, base);
         let is_last = i + 1 == bases.len();
         report.segments += 1;
-        let fault = |seq, position, kind, detail: String| Fault { topic: topic.into(), partition, seq, segment: path.clone(), position, kind, detail };
+        let fault = |seq, position, kind, detail: String| Fault {
+            topic: topic.into(),
+            partition,
+            seq,
+            segment: path.clone(),
+            position,
+            kind,
+            detail,
+        };
         if base != seq {
-            report.fault = Some(fault(seq, 0, "seq", format!("segment starts at seq {base} but the previous one ended before seq {seq}")));
+            report.fault = Some(fault(
+                seq,
+                0,
+                "seq",
+                format!("segment starts at seq {base} but the previous one ended before seq {seq}"),
+            ));
             break;
         }
         if let Err(problem) = segment::check_header(&path).map_err(io(&path))? {
@@ -175,11 +220,23 @@ pub fn verify_partition(topic: &str, partition: u32, dir: &Path) -> Result<Parti
         let len = std::fs::metadata(&path).map_err(io(&path))?.len();
         let index = std::fs::read(segment::index_path(&path)).unwrap_or_default();
         if index.len() % INDEX_ENTRY_LEN != 0 {
-            report.fault = Some(fault(seq, 0, "index", format!("index file is {} bytes, not a whole number of entries; delete it and reopen the log to rebuild it", index.len())));
+            report.fault = Some(fault(
+                seq,
+                0,
+                "index",
+                format!(
+                    "index file is {} bytes, not a whole number of entries; delete it and reopen the log to rebuild it",
+                    index.len()
+                ),
+            ));
             break;
         }
         let mut index = index.chunks_exact(INDEX_ENTRY_LEN).map(|c| {
-            (u64::from_le_bytes(c[0..8].try_into().expect("8")), u64::from_le_bytes(c[8..16].try_into().expect("8")), i64::from_le_bytes(c[16..24].try_into().expect("8")))
+            (
+                u64::from_le_bytes(c[0..8].try_into().expect("8")),
+                u64::from_le_bytes(c[8..16].try_into().expect("8")),
+                i64::from_le_bytes(c[16..24].try_into().expect("8")),
+            )
         });
         let mut next_entry = index.next();
         let mut sc = Scanner::open(&path, HEADER_LEN, len).map_err(io(&path))?;
@@ -193,7 +250,10 @@ pub fn verify_partition(topic: &str, partition: u32, dir: &Path) -> Result<Parti
                             seq,
                             pos,
                             "frame",
-                            format!("{problem}: {} bytes after the last whole record are damaged or a torn write (opening the log for writing cuts a torn tail off and keeps it in a .torn file)", len - pos),
+                            format!(
+                                "{problem}: {} bytes after the last whole record are damaged or a torn write (opening the log for writing cuts a torn tail off and keeps it in a .torn file)",
+                                len - pos
+                            ),
                         ));
                     }
                     break;
@@ -204,17 +264,33 @@ pub fn verify_partition(topic: &str, partition: u32, dir: &Path) -> Result<Parti
                     let env = match EnvelopeRef::decode(body) {
                         Ok(env) => env,
                         Err(e) => {
-                            report.fault = Some(fault(seq, pos, "decode", format!("the envelope does not decode: {e}")));
+                            report.fault = Some(fault(
+                                seq,
+                                pos,
+                                "decode",
+                                format!("the envelope does not decode: {e}"),
+                            ));
                             break;
                         }
                     };
                     let problem = if env.partition != partition {
-                        Some(("partition", format!("the event says partition {}", env.partition)))
+                        Some((
+                            "partition",
+                            format!("the event says partition {}", env.partition),
+                        ))
                     } else if env.seq != seq {
-                        Some(("seq", format!("the event says seq {}, expected {seq}", env.seq)))
+                        Some((
+                            "seq",
+                            format!("the event says seq {}, expected {seq}", env.seq),
+                        ))
                     } else if *env.prev_hash != prev {
-                        Some(("prev_hash", "prev_hash does not link to the previous event's hash".to_owned()))
-                    } else if chain::event_hash(partition, seq, &prev, &body[..body.len() - 32]) != *env.hash {
+                        Some((
+                            "prev_hash",
+                            "prev_hash does not link to the previous event's hash".to_owned(),
+                        ))
+                    } else if chain::event_hash(partition, seq, &prev, &body[..body.len() - 32])
+                        != *env.hash
+                    {
                         Some(("hash", "the stored hash is not the hash of the event's bytes: the event was altered".to_owned()))
                     } else {
                         None
@@ -229,7 +305,14 @@ pub fn verify_partition(topic: &str, partition: u32, dir: &Path) -> Result<Parti
                             break;
                         }
                         if ipos < pos || iseq != seq || iat != env.recorded_at {
-                            report.fault = Some(fault(iseq.min(seq), ipos, "index", format!("index entry (seq {iseq}, byte {ipos}) does not match the record there; delete the .idx file and reopen the log to rebuild it")));
+                            report.fault = Some(fault(
+                                iseq.min(seq),
+                                ipos,
+                                "index",
+                                format!(
+                                    "index entry (seq {iseq}, byte {ipos}) does not match the record there; delete the .idx file and reopen the log to rebuild it"
+                                ),
+                            ));
                             break;
                         }
                         next_entry = index.next();
@@ -244,7 +327,14 @@ pub fn verify_partition(topic: &str, partition: u32, dir: &Path) -> Result<Parti
         }
         if report.fault.is_none() {
             if let Some((iseq, ipos, _)) = next_entry.filter(|_| !(is_last && writer_active)) {
-                report.fault = Some(fault(iseq, ipos, "index", format!("index entry (seq {iseq}, byte {ipos}) points past the last record; delete the .idx file and reopen the log to rebuild it")));
+                report.fault = Some(fault(
+                    iseq,
+                    ipos,
+                    "index",
+                    format!(
+                        "index entry (seq {iseq}, byte {ipos}) points past the last record; delete the .idx file and reopen the log to rebuild it"
+                    ),
+                ));
             }
         }
         report.bytes += body_end;
@@ -259,7 +349,9 @@ pub fn verify_partition(topic: &str, partition: u32, dir: &Path) -> Result<Parti
 
 /// Whether a writer process holds the partition's lock right now.
 fn writer_holds_lock(dir: &Path) -> bool {
-    let Ok(f) = File::open(dir.join("LOCK")) else { return false };
+    let Ok(f) = File::open(dir.join("LOCK")) else {
+        return false;
+    };
     // SAFETY: flock on a descriptor we own; released when `f` closes.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
     rc != 0

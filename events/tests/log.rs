@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use annals_events::log::segment;
 use annals_events::verify::verify;
-use annals_events::{chain, Log, LogConfig, NewEvent};
+use annals_events::{Log, LogConfig, NewEvent, chain};
 use proptest::prelude::*;
 
 fn event(tenant: &str, n: u64, payload_len: usize) -> NewEvent {
@@ -25,7 +25,11 @@ fn event(tenant: &str, n: u64, payload_len: usize) -> NewEvent {
 }
 
 fn small_segments() -> LogConfig {
-    LogConfig { segment_bytes: 4096, index_interval_bytes: 512, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    }
 }
 
 proptest! {
@@ -95,7 +99,8 @@ fn segments_roll_and_every_one_is_indexed() {
     let p = log.create_topic("events", 1).unwrap().partitions()[0].id();
     let topic = log.topic("events").unwrap();
     let part = topic.partition(p).unwrap();
-    part.append_blocking((0..100).map(|n| event("a", n, 200)).collect()).unwrap();
+    part.append_blocking((0..100).map(|n| event("a", n, 200)).collect())
+        .unwrap();
     let segs = part.segments();
     assert!(segs.len() > 3, "4 KiB segments must roll: {}", segs.len());
     assert!(segs.iter().all(|s| s.bytes <= 4096 && s.index_entries > 0));
@@ -107,7 +112,9 @@ fn torn_tail_is_cut_off_and_kept_aside() {
     let acks = {
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         let t = log.create_topic("events", 1).unwrap();
-        t.partitions()[0].append_blocking((0..10).map(|n| event("a", n, 100)).collect()).unwrap()
+        t.partitions()[0]
+            .append_blocking((0..10).map(|n| event("a", n, 100)).collect())
+            .unwrap()
     };
     let seg = segment::segment_path(&dir.path().join("log/events/0"), 0);
     let len = std::fs::metadata(&seg).unwrap().len();
@@ -117,16 +124,25 @@ fn torn_tail_is_cut_off_and_kept_aside() {
     drop(f);
     let report = verify(dir.path(), 1).unwrap();
     assert!(!report.ok);
-    assert_eq!(report.faults[0].seq, 9, "the damaged tail is named by the seq it would hold");
+    assert_eq!(
+        report.faults[0].seq, 9,
+        "the damaged tail is named by the seq it would hold"
+    );
 
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     let p = log.topic("events").unwrap().partitions()[0].head();
     assert_eq!(p.next_seq, 9, "recovered to the last whole record");
     assert_eq!(p.last_hash, acks[8].hash);
-    let kept: Vec<_> = std::fs::read_dir(seg.parent().unwrap()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".torn")).collect();
+    let kept: Vec<_> = std::fs::read_dir(seg.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".torn"))
+        .collect();
     assert_eq!(kept.len(), 1, "the cut bytes are kept");
     // Appends continue the chain from the last whole record.
-    let next = log.topic("events").unwrap().partitions()[0].append_blocking(vec![event("a", 99, 10)]).unwrap();
+    let next = log.topic("events").unwrap().partitions()[0]
+        .append_blocking(vec![event("a", 99, 10)])
+        .unwrap();
     assert_eq!(next[0].seq, 9);
     drop(log);
     assert!(verify(dir.path(), 1).unwrap().ok);
@@ -140,16 +156,23 @@ fn damage_before_the_tail_refuses_to_open_instead_of_truncating() {
         let t = log.create_topic("events", 1).unwrap();
         // More data after the damage than any torn group commit could leave.
         for n in 0..120 {
-            t.partitions()[0].append_blocking(vec![event("a", n, 64 * 1024)]).unwrap();
+            t.partitions()[0]
+                .append_blocking(vec![event("a", n, 64 * 1024)])
+                .unwrap();
         }
     }
     let seg = segment::segment_path(&dir.path().join("log/events/0"), 0);
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[segment::HEADER_LEN as usize + 20] ^= 0x40; // inside the first record
     std::fs::write(&seg, &bytes).unwrap();
-    let err = Log::open(dir.path(), LogConfig::default()).err().expect("must refuse");
+    let err = Log::open(dir.path(), LogConfig::default())
+        .err()
+        .expect("must refuse");
     let msg = err.to_string();
-    assert!(msg.contains("seq 0") && msg.contains("annals verify"), "{msg}");
+    assert!(
+        msg.contains("seq 0") && msg.contains("annals verify"),
+        "{msg}"
+    );
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was truncated");
 }
 
@@ -160,7 +183,9 @@ fn any_changed_byte_of_an_event_is_caught_and_named() {
     {
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         let t = log.create_topic("events", 1).unwrap();
-        t.partitions()[0].append_blocking((0..5).map(|n| event("acme", n, 40)).collect()).unwrap();
+        t.partitions()[0]
+            .append_blocking((0..5).map(|n| event("acme", n, 40)).collect())
+            .unwrap();
     }
     let seg = segment::segment_path(&dir.path().join("log/events/0"), 0);
     let original = std::fs::read(&seg).unwrap();
@@ -180,8 +205,15 @@ fn any_changed_byte_of_an_event_is_caught_and_named() {
                 bytes[at] ^= flip;
                 std::fs::write(&seg, &bytes).unwrap();
                 let report = verify(dir.path(), 1).unwrap();
-                assert!(!report.ok, "byte {at} of seq {seq} changed but verify passed");
-                assert_eq!(report.faults[0].seq, seq as u64, "byte {at}: {}", report.faults[0]);
+                assert!(
+                    !report.ok,
+                    "byte {at} of seq {seq} changed but verify passed"
+                );
+                assert_eq!(
+                    report.faults[0].seq, seq as u64,
+                    "byte {at}: {}",
+                    report.faults[0]
+                );
             }
         }
     }
@@ -195,7 +227,9 @@ fn a_rewritten_event_with_a_fresh_crc_is_caught_by_the_hash() {
     {
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         let t = log.create_topic("events", 1).unwrap();
-        t.partitions()[0].append_blocking((0..3).map(|n| event("acme", n, 40)).collect()).unwrap();
+        t.partitions()[0]
+            .append_blocking((0..3).map(|n| event("acme", n, 40)).collect())
+            .unwrap();
     }
     let seg = segment::segment_path(&dir.path().join("log/events/0"), 0);
     let mut bytes = std::fs::read(&seg).unwrap();
@@ -210,7 +244,11 @@ fn a_rewritten_event_with_a_fresh_crc_is_caught_by_the_hash() {
     std::fs::write(&seg, &bytes).unwrap();
     let report = verify(dir.path(), 1).unwrap();
     assert_eq!(report.faults[0].seq, 0);
-    assert!(matches!(report.faults[0].kind, "hash" | "prev_hash"), "{}", report.faults[0]);
+    assert!(
+        matches!(report.faults[0].kind, "hash" | "prev_hash"),
+        "{}",
+        report.faults[0]
+    );
 }
 
 #[test]
@@ -225,18 +263,30 @@ fn invalid_batches_write_nothing() {
     assert!(err.to_string().contains("tenant"), "{err}");
     assert_eq!(p.head().next_seq, 0);
     let huge = event("a", 0, annals_events::envelope::MAX_PAYLOAD_BYTES + 1);
-    assert!(p.append_blocking(vec![huge]).unwrap_err().to_string().contains("payload"));
+    assert!(
+        p.append_blocking(vec![huge])
+            .unwrap_err()
+            .to_string()
+            .contains("payload")
+    );
 }
 
 #[test]
 fn a_second_writer_is_refused_while_readers_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-    log.create_topic("events", 1).unwrap().partitions()[0].append_blocking(vec![event("a", 0, 10)]).unwrap();
-    let err = Log::open(dir.path(), LogConfig::default()).err().expect("second writer refused");
+    log.create_topic("events", 1).unwrap().partitions()[0]
+        .append_blocking(vec![event("a", 0, 10)])
+        .unwrap();
+    let err = Log::open(dir.path(), LogConfig::default())
+        .err()
+        .expect("second writer refused");
     assert!(err.to_string().contains("locked"), "{err}");
     let ro = Log::open_read_only(dir.path()).unwrap();
-    assert_eq!(ro.topic("events").unwrap().partitions()[0].head().next_seq, 1);
+    assert_eq!(
+        ro.topic("events").unwrap().partitions()[0].head().next_seq,
+        1
+    );
 }
 
 #[test]
@@ -245,16 +295,27 @@ fn readers_follow_appends_without_polling() {
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     let topic = log.create_topic("events", 1).unwrap();
     let mut r = topic.partitions()[0].reader(0);
-    assert!(r.next_blocking(Duration::from_millis(20)).unwrap().is_none());
+    assert!(
+        r.next_blocking(Duration::from_millis(20))
+            .unwrap()
+            .is_none()
+    );
     std::thread::scope(|s| {
         s.spawn(|| {
             std::thread::sleep(Duration::from_millis(50));
-            topic.partitions()[0].append_blocking(vec![event("a", 0, 10)]).unwrap();
+            topic.partitions()[0]
+                .append_blocking(vec![event("a", 0, 10)])
+                .unwrap();
         });
-        let got = r.next_blocking(Duration::from_secs(30)).unwrap().expect("woken by the append");
+        let got = r
+            .next_blocking(Duration::from_secs(30))
+            .unwrap()
+            .expect("woken by the append");
         assert_eq!(got.seq, 0);
     });
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let p = &topic.partitions()[0];
         let waiter = async { r.next_async().await.unwrap() };
@@ -271,12 +332,19 @@ fn consumer_positions_are_durable_and_named() {
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         let t = log.create_topic("events", 3).unwrap();
         assert!(t.position("projector").unwrap().is_empty());
-        t.commit_position("projector", &BTreeMap::from([(0, 5), (2, 7)])).unwrap();
+        t.commit_position("projector", &BTreeMap::from([(0, 5), (2, 7)]))
+            .unwrap();
         assert!(t.commit_position("../evil", &BTreeMap::new()).is_err());
     }
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-    assert_eq!(log.topic("events").unwrap().position("projector").unwrap(), BTreeMap::from([(0, 5), (2, 7)]));
-    assert!(log.create_topic("events", 4).is_err(), "partition counts cannot change");
+    assert_eq!(
+        log.topic("events").unwrap().position("projector").unwrap(),
+        BTreeMap::from([(0, 5), (2, 7)])
+    );
+    assert!(
+        log.create_topic("events", 4).is_err(),
+        "partition counts cannot change"
+    );
 }
 
 /// The hand-written envelope encoding is real Avro: apache-avro decodes it with the published schema.
@@ -293,13 +361,21 @@ fn envelope_bytes_are_avro_of_the_published_schema() {
     env.hash = &hash;
     env.encode(&mut bytes);
     let v = apache_avro::from_avro_datum(&schema, &mut bytes.as_slice(), None).unwrap();
-    let Value::Record(fields) = v else { panic!("a record") };
+    let Value::Record(fields) = v else {
+        panic!("a record")
+    };
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).unwrap().1.clone();
     assert_eq!(get("tenant"), Value::String("acme".into()));
     assert_eq!(get("seq"), Value::Long(42));
     assert_eq!(get("partition"), Value::Int(3));
-    assert_eq!(get("recorded_at"), Value::TimestampMicros(1_700_000_000_123_456));
-    assert_eq!(get("causation_id"), Value::Union(1, Box::new(Value::String("cmd-2".into()))));
+    assert_eq!(
+        get("recorded_at"),
+        Value::TimestampMicros(1_700_000_000_123_456)
+    );
+    assert_eq!(
+        get("causation_id"),
+        Value::Union(1, Box::new(Value::String("cmd-2".into())))
+    );
     assert_eq!(get("payload"), Value::Bytes(ev.payload.clone()));
     assert_eq!(get("hash"), Value::Fixed(32, hash.to_vec()));
     // And the decoder reads back exactly what was encoded.

@@ -39,7 +39,12 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { segment_bytes: 64 << 20, index_interval_bytes: 4096, max_batch_bytes: 4 << 20, queue_depth: 256 }
+        LogConfig {
+            segment_bytes: 64 << 20,
+            index_interval_bytes: 4096,
+            max_batch_bytes: 4 << 20,
+            queue_depth: 256,
+        }
     }
 }
 
@@ -47,9 +52,19 @@ impl Default for LogConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
-    #[error("topic {topic} partition {partition} is damaged at seq {seq}: {detail}; run `annals verify` for a full report")]
-    Corrupt { topic: String, partition: u32, seq: u64, detail: String },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "topic {topic} partition {partition} is damaged at seq {seq}: {detail}; run `annals verify` for a full report"
+    )]
+    Corrupt {
+        topic: String,
+        partition: u32,
+        seq: u64,
+        detail: String,
+    },
     #[error(transparent)]
     InvalidEvent(#[from] InvalidEvent),
     #[error("{path} is locked by another annals process; stop it or use another --data-dir")]
@@ -59,13 +74,23 @@ pub enum LogError {
     #[error("no topic `{0}` in this log")]
     NoTopic(String),
     #[error("no partition {partition} in topic {topic} (it has {partitions})")]
-    NoPartition { topic: String, partition: u32, partitions: u32 },
+    NoPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
     #[error("topic `{topic}` exists with {have} partitions, not {want}; partitions cannot change")]
     PartitionCount { topic: String, have: u32, want: u32 },
     #[error("bad topic or consumer name `{0}`: use 1-100 characters among a-z A-Z 0-9 . _ -")]
     BadName(String),
-    #[error("topic {topic} partition {partition} stopped writing after an I/O error ({detail}); restart the process, recovery on open keeps every acknowledged event")]
-    Poisoned { topic: String, partition: u32, detail: String },
+    #[error(
+        "topic {topic} partition {partition} stopped writing after an I/O error ({detail}); restart the process, recovery on open keeps every acknowledged event"
+    )]
+    Poisoned {
+        topic: String,
+        partition: u32,
+        detail: String,
+    },
     #[error("the log was opened read-only")]
     ReadOnly,
     #[error("the partition writer has shut down")]
@@ -103,16 +128,19 @@ impl Topic {
     }
 
     pub fn partition(&self, id: u32) -> Result<&Partition, LogError> {
-        self.partitions.get(id as usize).ok_or_else(|| LogError::NoPartition {
-            topic: self.name.clone(),
-            partition: id,
-            partitions: self.partitions.len() as u32,
-        })
+        self.partitions
+            .get(id as usize)
+            .ok_or_else(|| LogError::NoPartition {
+                topic: self.name.clone(),
+                partition: id,
+                partitions: self.partitions.len() as u32,
+            })
     }
 
     /// The partition a key (by default the tenant) belongs to.
     pub fn partition_for(&self, key: &str) -> &Partition {
-        &self.partitions[crate::partitioner::partition_for(key, self.partitions.len() as u32) as usize]
+        &self.partitions
+            [crate::partitioner::partition_for(key, self.partitions.len() as u32) as usize]
     }
 
     /// The stored position of consumer `name`: partition → next seq to read (absent: 0).
@@ -121,7 +149,11 @@ impl Topic {
     }
 
     /// Durably stores the position of consumer `name` (atomic: the old or the new, never a mix).
-    pub fn commit_position(&self, name: &str, position: &BTreeMap<u32, u64>) -> Result<(), LogError> {
+    pub fn commit_position(
+        &self,
+        name: &str,
+        position: &BTreeMap<u32, u64>,
+    ) -> Result<(), LogError> {
         positions::store(&self.dir, name, position)
     }
 }
@@ -143,7 +175,8 @@ impl Log {
     /// Opens (creating if needed) the log under `data_dir` for writing, recovering every partition.
     pub fn open(data_dir: &Path, cfg: LogConfig) -> Result<Log, LogError> {
         let dir = data_dir.join("log");
-        std::fs::create_dir_all(&dir).map_err(LogError::io(format!("cannot create {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(LogError::io(format!("cannot create {}", dir.display())))?;
         Self::open_existing(dir, cfg, Mode::ReadWrite)
     }
 
@@ -151,14 +184,23 @@ impl Log {
     pub fn open_read_only(data_dir: &Path) -> Result<Log, LogError> {
         let dir = data_dir.join("log");
         if !dir.is_dir() {
-            return Err(LogError::NoLog { path: data_dir.to_path_buf() });
+            return Err(LogError::NoLog {
+                path: data_dir.to_path_buf(),
+            });
         }
         Self::open_existing(dir, LogConfig::default(), Mode::ReadOnly)
     }
 
     fn open_existing(dir: PathBuf, cfg: LogConfig, mode: Mode) -> Result<Log, LogError> {
-        let log = Log { dir, cfg, mode, topics: Mutex::new(BTreeMap::new()) };
-        for entry in std::fs::read_dir(&log.dir).map_err(LogError::io(format!("cannot list {}", log.dir.display())))? {
+        let log = Log {
+            dir,
+            cfg,
+            mode,
+            topics: Mutex::new(BTreeMap::new()),
+        };
+        for entry in std::fs::read_dir(&log.dir)
+            .map_err(LogError::io(format!("cannot list {}", log.dir.display())))?
+        {
             let entry = entry.map_err(LogError::io("cannot list the log folder"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if entry.path().join("topic.json").is_file() {
@@ -174,11 +216,21 @@ impl Log {
 
     /// The topics, by name.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.lock().expect("topics lock").values().cloned().collect()
+        self.topics
+            .lock()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
-        self.topics.lock().expect("topics lock").get(name).cloned().ok_or_else(|| LogError::NoTopic(name.to_owned()))
+        self.topics
+            .lock()
+            .expect("topics lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::NoTopic(name.to_owned()))
     }
 
     /// Creates a topic with `partitions` partitions, or returns it if it exists with that many.
@@ -189,20 +241,30 @@ impl Log {
             return if have == partitions {
                 Ok(t)
             } else {
-                Err(LogError::PartitionCount { topic: name.to_owned(), have, want: partitions })
+                Err(LogError::PartitionCount {
+                    topic: name.to_owned(),
+                    have,
+                    want: partitions,
+                })
             };
         }
         if self.mode == Mode::ReadOnly {
             return Err(LogError::ReadOnly);
         }
         if partitions == 0 || partitions > 4096 {
-            return Err(LogError::PartitionCount { topic: name.to_owned(), have: 0, want: partitions });
+            return Err(LogError::PartitionCount {
+                topic: name.to_owned(),
+                have: 0,
+                want: partitions,
+            });
         }
         let tdir = self.dir.join(name);
-        std::fs::create_dir_all(&tdir).map_err(LogError::io(format!("cannot create {}", tdir.display())))?;
+        std::fs::create_dir_all(&tdir)
+            .map_err(LogError::io(format!("cannot create {}", tdir.display())))?;
         for p in 0..partitions {
             let pdir = tdir.join(p.to_string());
-            std::fs::create_dir_all(&pdir).map_err(LogError::io(format!("cannot create {}", pdir.display())))?;
+            std::fs::create_dir_all(&pdir)
+                .map_err(LogError::io(format!("cannot create {}", pdir.display())))?;
         }
         let meta = serde_json::to_vec_pretty(&TopicMeta { partitions }).expect("serialisable");
         partition::write_atomically(&tdir.join("topic.json"), &meta)?;
@@ -213,7 +275,8 @@ impl Log {
     fn open_topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
         let tdir = self.dir.join(name);
         let meta_path = tdir.join("topic.json");
-        let bytes = std::fs::read(&meta_path).map_err(LogError::io(format!("cannot read {}", meta_path.display())))?;
+        let bytes = std::fs::read(&meta_path)
+            .map_err(LogError::io(format!("cannot read {}", meta_path.display())))?;
         let meta: TopicMeta = serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
             topic: name.to_owned(),
             partition: 0,
@@ -222,10 +285,23 @@ impl Log {
         })?;
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            partitions.push(Partition::open(name, p, &tdir.join(p.to_string()), &self.cfg, self.mode)?);
+            partitions.push(Partition::open(
+                name,
+                p,
+                &tdir.join(p.to_string()),
+                &self.cfg,
+                self.mode,
+            )?);
         }
-        let topic = Arc::new(Topic { name: name.to_owned(), dir: tdir, partitions });
-        self.topics.lock().expect("topics lock").insert(name.to_owned(), topic.clone());
+        let topic = Arc::new(Topic {
+            name: name.to_owned(),
+            dir: tdir,
+            partitions,
+        });
+        self.topics
+            .lock()
+            .expect("topics lock")
+            .insert(name.to_owned(), topic.clone());
         Ok(topic)
     }
 }
@@ -235,6 +311,12 @@ pub(crate) fn check_name(name: &str) -> Result<(), LogError> {
         && name.len() <= 100
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(LogError::BadName(name.to_owned())) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::BadName(name.to_owned()))
+    }
 }

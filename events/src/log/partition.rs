@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::segment::{self, Frame, IndexEntry, Scanner, HEADER, HEADER_LEN};
+use super::segment::{self, Frame, HEADER, HEADER_LEN, IndexEntry, Scanner};
 use super::{LogConfig, LogError, Mode, Reader};
 use crate::chain::{self, Hash};
 use crate::envelope::{EnvelopeRef, NewEvent};
@@ -71,7 +71,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn corrupt(&self, seq: u64, detail: impl Into<String>) -> LogError {
-        LogError::Corrupt { topic: self.topic.clone(), partition: self.id, seq, detail: detail.into() }
+        LogError::Corrupt {
+            topic: self.topic.clone(),
+            partition: self.id,
+            seq,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -101,38 +106,77 @@ impl Drop for Partition {
 }
 
 impl Partition {
-    pub(crate) fn open(topic: &str, id: u32, dir: &Path, cfg: &LogConfig, mode: Mode) -> Result<Partition, LogError> {
-        let corrupt = |seq, detail: String| LogError::Corrupt { topic: topic.to_owned(), partition: id, seq, detail };
+    pub(crate) fn open(
+        topic: &str,
+        id: u32,
+        dir: &Path,
+        cfg: &LogConfig,
+        mode: Mode,
+    ) -> Result<Partition, LogError> {
+        let corrupt = |seq, detail: String| LogError::Corrupt {
+            topic: topic.to_owned(),
+            partition: id,
+            seq,
+            detail,
+        };
         let lock = match mode {
             Mode::ReadWrite => Some(lock_dir(dir)?),
             Mode::ReadOnly => None,
         };
-        let mut bases = segment::list_segments(dir).map_err(LogError::io(format!("cannot list {}", dir.display())))?;
+        let mut bases = segment::list_segments(dir)
+            .map_err(LogError::io(format!("cannot list {}", dir.display())))?;
         if bases.is_empty() && mode == Mode::ReadWrite {
             create_segment(dir, 0)?;
             bases.push(0);
         }
         let mut segments = Vec::with_capacity(bases.len());
-        let mut head = Head { next_seq: 0, last_hash: chain::GENESIS, last_recorded_at: 0, bytes: 0 };
+        let mut head = Head {
+            next_seq: 0,
+            last_hash: chain::GENESIS,
+            last_recorded_at: 0,
+            bytes: 0,
+        };
         for (i, &base) in bases.iter().enumerate() {
             let path = segment::segment_path(dir, base);
-            let len = std::fs::metadata(&path).map_err(LogError::io(format!("cannot stat {}", path.display())))?.len();
+            let len = std::fs::metadata(&path)
+                .map_err(LogError::io(format!("cannot stat {}", path.display())))?
+                .len();
             let is_last = i + 1 == bases.len();
             if is_last && len < HEADER_LEN && mode == Mode::ReadWrite {
                 // A crash right after the segment was created: it holds no record yet.
-                let mut f = OpenOptions::new().write(true).truncate(true).open(&path).map_err(LogError::io(format!("cannot open {}", path.display())))?;
-                f.write_all(HEADER).and_then(|_| f.sync_all()).map_err(LogError::io(format!("cannot write {}", path.display())))?;
-            } else if let Err(problem) = segment::check_header(&path).map_err(LogError::io(format!("cannot read {}", path.display())))? {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&path)
+                    .map_err(LogError::io(format!("cannot open {}", path.display())))?;
+                f.write_all(HEADER)
+                    .and_then(|_| f.sync_all())
+                    .map_err(LogError::io(format!("cannot write {}", path.display())))?;
+            } else if let Err(problem) = segment::check_header(&path)
+                .map_err(LogError::io(format!("cannot read {}", path.display())))?
+            {
                 return Err(corrupt(base, format!("{}: {problem}", path.display())));
             }
             let len = len.max(HEADER_LEN);
             if !is_last {
                 let idx_path = segment::index_path(&path);
-                let index = match segment::read_index(&idx_path, base).filter(|ix| ix.last().is_none_or(|e| e.pos < len)) {
+                let index = match segment::read_index(&idx_path, base)
+                    .filter(|ix| ix.last().is_none_or(|e| e.pos < len))
+                {
                     Some(ix) => ix,
                     None => {
-                        let scan = scan_segment(&path, id, base, HEADER_LEN, cfg.index_interval_bytes, len)?;
-                        if let Some((seq, detail)) = scan.corrupt.or(scan.invalid.map(|(_, p)| (scan.next_seq, p.to_string()))) {
+                        let scan = scan_segment(
+                            &path,
+                            id,
+                            base,
+                            HEADER_LEN,
+                            cfg.index_interval_bytes,
+                            len,
+                        )?;
+                        if let Some((seq, detail)) = scan
+                            .corrupt
+                            .or(scan.invalid.map(|(_, p)| (scan.next_seq, p.to_string())))
+                        {
                             return Err(corrupt(seq, format!("{}: {detail}", path.display())));
                         }
                         if mode == Mode::ReadWrite {
@@ -142,7 +186,12 @@ impl Partition {
                     }
                 };
                 head.bytes += len;
-                segments.push(SegView { base, path, end: len, index });
+                segments.push(SegView {
+                    base,
+                    path,
+                    end: len,
+                    index,
+                });
                 continue;
             }
             // The active segment: scan it whole, to find the durable end and rebuild its index.
@@ -154,11 +203,15 @@ impl Partition {
             if let Some((pos, problem)) = scan.invalid {
                 let tail = len - pos;
                 if mode == Mode::ReadWrite {
-                    let torn_limit = (cfg.max_batch_bytes + segment::MAX_BODY + segment::FRAME_OVERHEAD) as u64;
+                    let torn_limit =
+                        (cfg.max_batch_bytes + segment::MAX_BODY + segment::FRAME_OVERHEAD) as u64;
                     if tail > torn_limit {
                         return Err(corrupt(
                             scan.next_seq,
-                            format!("{}: {problem} at byte {pos}, {tail} bytes before the end: more than one unacknowledged group commit can leave, so this is damage, not a torn write", path.display()),
+                            format!(
+                                "{}: {problem} at byte {pos}, {tail} bytes before the end: more than one unacknowledged group commit can leave, so this is damage, not a torn write",
+                                path.display()
+                            ),
                         ));
                     }
                     quarantine_tail(&path, pos, len)?;
@@ -179,10 +232,20 @@ impl Partition {
                 None if i > 0 => {
                     // The active segment is empty: the head is the last record of the one before.
                     let prev: &SegView = &segments[i - 1];
-                    let from = prev.index.last().map_or((HEADER_LEN, prev.base), |e| (e.pos, e.seq));
+                    let from = prev
+                        .index
+                        .last()
+                        .map_or((HEADER_LEN, prev.base), |e| (e.pos, e.seq));
                     let s = scan_segment(&prev.path, id, from.1, from.0, u64::MAX, prev.end)?;
                     if s.next_seq != base {
-                        return Err(corrupt(s.next_seq, format!("segment {} ends at seq {} but the next one starts at {base}", prev.path.display(), s.next_seq)));
+                        return Err(corrupt(
+                            s.next_seq,
+                            format!(
+                                "segment {} ends at seq {} but the next one starts at {base}",
+                                prev.path.display(),
+                                s.next_seq
+                            ),
+                        ));
                     }
                     if let Some((hash, at)) = s.last {
                         head.last_hash = hash;
@@ -191,11 +254,22 @@ impl Partition {
                 }
                 None => {}
             }
-            segments.push(SegView { base, path, end, index: scan.entries });
+            segments.push(SegView {
+                base,
+                path,
+                end,
+                index: scan.entries,
+            });
         }
 
         let (watch, _) = watch::channel(head.next_seq);
-        let shared = Arc::new(Shared { topic: topic.to_owned(), id, view: Mutex::new(View { segments, head }), cond: Condvar::new(), watch });
+        let shared = Arc::new(Shared {
+            topic: topic.to_owned(),
+            id,
+            view: Mutex::new(View { segments, head }),
+            cond: Condvar::new(),
+            watch,
+        });
         let (tx, thread) = match lock {
             None => (None, None),
             Some(lock) => {
@@ -228,18 +302,44 @@ impl Partition {
         let view = self.shared.view.lock().expect("view lock");
         view.segments
             .iter()
-            .map(|s| SegmentInfo { base_seq: s.base, path: s.path.clone(), bytes: s.end, index_entries: s.index.len() })
+            .map(|s| SegmentInfo {
+                base_seq: s.base,
+                path: s.path.clone(),
+                bytes: s.end,
+                index_entries: s.index.len(),
+            })
             .collect()
     }
 
-    fn request(&self, events: Vec<NewEvent>) -> Result<(&mpsc::Sender<Request>, Request, oneshot::Receiver<Result<Vec<Appended>, LogError>>), LogError> {
+    fn request(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<
+        (
+            &mpsc::Sender<Request>,
+            Request,
+            oneshot::Receiver<Result<Vec<Appended>, LogError>>,
+        ),
+        LogError,
+    > {
         let tx = self.tx.as_ref().ok_or(LogError::ReadOnly)?;
         for e in &events {
             e.validate()?;
         }
-        let bytes = events.iter().map(|e| e.payload.len() + e.stream.len() + e.tenant.len() + 160).sum();
+        let bytes = events
+            .iter()
+            .map(|e| e.payload.len() + e.stream.len() + e.tenant.len() + 160)
+            .sum();
         let (reply, rx) = oneshot::channel();
-        Ok((tx, Request { events, bytes, reply }, rx))
+        Ok((
+            tx,
+            Request {
+                events,
+                bytes,
+                reply,
+            },
+            rx,
+        ))
     }
 
     /// Appends a batch and waits until it is durable. All events are checked before any is
@@ -275,7 +375,8 @@ impl Partition {
             let view = self.shared.view.lock().expect("view lock");
             let segs = &view.segments;
             // The last segment whose first event is earlier than `micros`.
-            let i = segs.partition_point(|s| s.index.first().is_some_and(|e| e.recorded_at < micros));
+            let i =
+                segs.partition_point(|s| s.index.first().is_some_and(|e| e.recorded_at < micros));
             if i == 0 {
                 return Ok(segs.first().map_or(0, |s| s.base));
             }
@@ -284,12 +385,17 @@ impl Partition {
             let after = segs.get(i).map_or(view.head.next_seq, |n| n.base);
             (s.path.clone(), s.index[j].pos, s.index[j].seq, s.end, after)
         };
-        let mut scanner = Scanner::open(&path, pos, end).map_err(LogError::io(format!("cannot read {}", path.display())))?;
+        let mut scanner = Scanner::open(&path, pos, end)
+            .map_err(LogError::io(format!("cannot read {}", path.display())))?;
         let mut expect = seq;
         loop {
-            match scanner.next_frame().map_err(LogError::io(format!("cannot read {}", path.display())))? {
+            match scanner
+                .next_frame()
+                .map_err(LogError::io(format!("cannot read {}", path.display())))?
+            {
                 Frame::Record { .. } => {
-                    let env = EnvelopeRef::decode(scanner.body()).map_err(|e| self.shared.corrupt(expect, e.to_string()))?;
+                    let env = EnvelopeRef::decode(scanner.body())
+                        .map_err(|e| self.shared.corrupt(expect, e.to_string()))?;
                     if env.recorded_at >= micros {
                         return Ok(env.seq);
                     }
@@ -313,10 +419,23 @@ struct Scan {
     corrupt: Option<(u64, String)>,
 }
 
-fn scan_segment(path: &Path, partition: u32, first_seq: u64, from: u64, interval: u64, limit: u64) -> Result<Scan, LogError> {
+fn scan_segment(
+    path: &Path,
+    partition: u32,
+    first_seq: u64,
+    from: u64,
+    interval: u64,
+    limit: u64,
+) -> Result<Scan, LogError> {
     let io = || LogError::io(format!("cannot read {}", path.display()));
     let mut sc = Scanner::open(path, from, limit).map_err(io())?;
-    let mut out = Scan { entries: Vec::new(), next_seq: first_seq, last: None, invalid: None, corrupt: None };
+    let mut out = Scan {
+        entries: Vec::new(),
+        next_seq: first_seq,
+        last: None,
+        invalid: None,
+        corrupt: None,
+    };
     let mut last_index_pos: Option<u64> = None;
     loop {
         match sc.next_frame().map_err(io())? {
@@ -329,22 +448,38 @@ fn scan_segment(path: &Path, partition: u32, first_seq: u64, from: u64, interval
                 let env = match EnvelopeRef::decode(sc.body()) {
                     Ok(env) => env,
                     Err(e) => {
-                        out.corrupt = Some((out.next_seq, format!("record at byte {pos} does not decode: {e}")));
+                        out.corrupt = Some((
+                            out.next_seq,
+                            format!("record at byte {pos} does not decode: {e}"),
+                        ));
                         break;
                     }
                 };
                 if env.seq != out.next_seq || env.partition != partition {
-                    out.corrupt = Some((out.next_seq, format!("record at byte {pos} says partition {} seq {}", env.partition, env.seq)));
+                    out.corrupt = Some((
+                        out.next_seq,
+                        format!(
+                            "record at byte {pos} says partition {} seq {}",
+                            env.partition, env.seq
+                        ),
+                    ));
                     break;
                 }
                 if let Some((prev, _)) = out.last {
                     if prev != *env.prev_hash {
-                        out.corrupt = Some((env.seq, "prev_hash does not link to the previous event".into()));
+                        out.corrupt = Some((
+                            env.seq,
+                            "prev_hash does not link to the previous event".into(),
+                        ));
                         break;
                     }
                 }
                 if last_index_pos.is_none_or(|l| pos - l >= interval) {
-                    out.entries.push(IndexEntry { seq: env.seq, pos, recorded_at: env.recorded_at });
+                    out.entries.push(IndexEntry {
+                        seq: env.seq,
+                        pos,
+                        recorded_at: env.recorded_at,
+                    });
                     last_index_pos = Some(pos);
                 }
                 out.last = Some((*env.hash, env.recorded_at));
@@ -357,14 +492,25 @@ fn scan_segment(path: &Path, partition: u32, first_seq: u64, from: u64, interval
 
 /// Cuts a torn tail off a segment, keeping its bytes in `<segment>-<pos>.torn` for inspection.
 fn quarantine_tail(path: &Path, pos: u64, len: u64) -> Result<(), LogError> {
-    let io = || LogError::io(format!("cannot recover the torn tail of {}", path.display()));
-    let mut f = OpenOptions::new().read(true).write(true).open(path).map_err(io())?;
+    let io = || {
+        LogError::io(format!(
+            "cannot recover the torn tail of {}",
+            path.display()
+        ))
+    };
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io())?;
     let mut tail = Vec::with_capacity((len - pos) as usize);
     f.seek(SeekFrom::Start(pos)).map_err(io())?;
     f.read_to_end(&mut tail).map_err(io())?;
     let keep = path.with_extension(format!("{pos}.torn"));
     let mut k = File::create(&keep).map_err(io())?;
-    k.write_all(&tail).and_then(|_| k.sync_all()).map_err(io())?;
+    k.write_all(&tail)
+        .and_then(|_| k.sync_all())
+        .map_err(io())?;
     f.set_len(pos).and_then(|_| f.sync_all()).map_err(io())?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
@@ -380,8 +526,14 @@ fn write_index(path: &Path, entries: &[IndexEntry]) -> Result<(), LogError> {
 fn create_segment(dir: &Path, base: u64) -> Result<File, LogError> {
     let path = segment::segment_path(dir, base);
     let io = || LogError::io(format!("cannot create {}", path.display()));
-    let mut f = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io())?;
-    f.write_all(HEADER).and_then(|_| f.sync_all()).map_err(io())?;
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io())?;
+    f.write_all(HEADER)
+        .and_then(|_| f.sync_all())
+        .map_err(io())?;
     File::create(segment::index_path(&path)).map_err(io())?;
     sync_dir(dir)?;
     Ok(f)
@@ -390,17 +542,29 @@ fn create_segment(dir: &Path, base: u64) -> Result<File, LogError> {
 /// Takes the partition's exclusive lock, held for as long as the returned file is open.
 fn lock_dir(dir: &Path) -> Result<File, LogError> {
     let path = dir.join("LOCK");
-    let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(LogError::io(format!("cannot open {}", path.display())))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(LogError::io(format!("cannot open {}", path.display())))?;
     // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(LogError::Locked { path: dir.to_path_buf() });
+        return Err(LogError::Locked {
+            path: dir.to_path_buf(),
+        });
     }
     Ok(f)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io(format!("cannot sync folder {}", dir.display())))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LogError::io(format!(
+            "cannot sync folder {}",
+            dir.display()
+        )))
 }
 
 /// Replaces `path` with `bytes` atomically and durably (temp file, fsync, rename, fsync folder).
@@ -408,7 +572,9 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError
     let tmp = path.with_extension("tmp");
     let io = || LogError::io(format!("cannot write {}", path.display()));
     let mut f = File::create(&tmp).map_err(io())?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io())?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io())?;
     std::fs::rename(&tmp, path).map_err(io())?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
@@ -433,15 +599,32 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(shared: Arc<Shared>, cfg: LogConfig, lock: File, dir: PathBuf) -> Result<Writer, LogError> {
+    fn new(
+        shared: Arc<Shared>,
+        cfg: LogConfig,
+        lock: File,
+        dir: PathBuf,
+    ) -> Result<Writer, LogError> {
         let (path, seg_len, last_index_pos, head) = {
             let view = shared.view.lock().expect("view lock");
-            let s = view.segments.last().expect("a writable partition has a segment");
-            (s.path.clone(), s.end, s.index.last().map(|e| e.pos), view.head)
+            let s = view
+                .segments
+                .last()
+                .expect("a writable partition has a segment");
+            (
+                s.path.clone(),
+                s.end,
+                s.index.last().map(|e| e.pos),
+                view.head,
+            )
         };
         let io = || LogError::io(format!("cannot open {}", path.display()));
         let file = OpenOptions::new().append(true).open(&path).map_err(io())?;
-        let idx = OpenOptions::new().append(true).create(true).open(segment::index_path(&path)).map_err(io())?;
+        let idx = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(segment::index_path(&path))
+            .map_err(io())?;
         Ok(Writer {
             shared,
             cfg,
@@ -497,7 +680,11 @@ impl Writer {
     }
 
     fn poisoned_error(&self) -> LogError {
-        LogError::Poisoned { topic: self.shared.topic.clone(), partition: self.shared.id, detail: self.poisoned.clone().unwrap_or_default() }
+        LogError::Poisoned {
+            topic: self.shared.topic.clone(),
+            partition: self.shared.id,
+            detail: self.poisoned.clone().unwrap_or_default(),
+        }
     }
 
     fn commit(&mut self, reqs: &[Request]) -> Result<Vec<Vec<Appended>>, LogError> {
@@ -514,7 +701,8 @@ impl Writer {
             for ev in &req.events {
                 let seq = self.next_seq;
                 self.body.clear();
-                ev.at(now, id, seq, &self.last_hash).encode_without_hash(&mut self.body);
+                ev.at(now, id, seq, &self.last_hash)
+                    .encode_without_hash(&mut self.body);
                 let hash = chain::event_hash(id, seq, &self.last_hash, &self.body);
                 self.body.extend_from_slice(&hash);
                 let frame_len = (self.body.len() + segment::FRAME_OVERHEAD) as u64;
@@ -524,12 +712,25 @@ impl Writer {
                     self.roll()?;
                 }
                 let pos = self.seg_len + self.buf.len() as u64;
-                if self.last_index_pos.is_none_or(|l| pos - l >= self.cfg.index_interval_bytes) {
-                    self.new_index.push(IndexEntry { seq, pos, recorded_at: now });
+                if self
+                    .last_index_pos
+                    .is_none_or(|l| pos - l >= self.cfg.index_interval_bytes)
+                {
+                    self.new_index.push(IndexEntry {
+                        seq,
+                        pos,
+                        recorded_at: now,
+                    });
                     self.last_index_pos = Some(pos);
                 }
                 segment::put_frame(&mut self.buf, &self.body);
-                acks.push(Appended { event_id: ev.event_id, partition: id, seq, hash, recorded_at: now });
+                acks.push(Appended {
+                    event_id: ev.event_id,
+                    partition: id,
+                    seq,
+                    hash,
+                    recorded_at: now,
+                });
                 self.last_hash = hash;
                 self.next_seq += 1;
             }
@@ -544,14 +745,22 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let io = LogError::io(format!("cannot write topic {} partition {}", self.shared.topic, self.shared.id));
-        self.file.write_all(&self.buf).and_then(|_| self.file.sync_data()).map_err(io)?;
+        let io = LogError::io(format!(
+            "cannot write topic {} partition {}",
+            self.shared.topic, self.shared.id
+        ));
+        self.file
+            .write_all(&self.buf)
+            .and_then(|_| self.file.sync_data())
+            .map_err(io)?;
         let mut ix = Vec::with_capacity(self.new_index.len() * segment::INDEX_ENTRY_LEN);
         for e in &self.new_index {
             e.put(&mut ix);
         }
         // The index is derived data (rebuilt on open), so it is written but not fsynced here.
-        self.idx.write_all(&ix).map_err(LogError::io("cannot write a segment index"))?;
+        self.idx
+            .write_all(&ix)
+            .map_err(LogError::io("cannot write a segment index"))?;
         self.seg_len += self.buf.len() as u64;
         self.last_recorded_at = now;
         {
@@ -572,16 +781,26 @@ impl Writer {
 
     /// Seals the active segment (its index made durable) and starts a new one at `next_seq`.
     fn roll(&mut self) -> Result<(), LogError> {
-        self.idx.sync_all().map_err(LogError::io("cannot sync a segment index"))?;
+        self.idx
+            .sync_all()
+            .map_err(LogError::io("cannot sync a segment index"))?;
         let base = self.next_seq;
         self.file = create_segment(&self.dir, base)?;
         let path = segment::segment_path(&self.dir, base);
-        self.idx = OpenOptions::new().append(true).open(segment::index_path(&path)).map_err(LogError::io("cannot open a segment index"))?;
+        self.idx = OpenOptions::new()
+            .append(true)
+            .open(segment::index_path(&path))
+            .map_err(LogError::io("cannot open a segment index"))?;
         self.seg_len = HEADER_LEN;
         self.last_index_pos = None;
         let mut view = self.shared.view.lock().expect("view lock");
         view.head.bytes += HEADER_LEN;
-        view.segments.push(SegView { base, path, end: HEADER_LEN, index: Vec::new() });
+        view.segments.push(SegView {
+            base,
+            path,
+            end: HEADER_LEN,
+            index: Vec::new(),
+        });
         Ok(())
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::partition::{sync_dir, write_atomically};
-use super::{check_name, LogError};
+use super::{LogError, check_name};
 
 pub fn load(topic_dir: &Path, name: &str) -> Result<BTreeMap<u32, u64>, LogError> {
     check_name(name)?;
@@ -15,7 +15,10 @@ pub fn load(topic_dir: &Path, name: &str) -> Result<BTreeMap<u32, u64>, LogError
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(LogError::Io { context: format!("cannot read {}", path.display()), source: e }),
+        Err(e) => Err(LogError::Io {
+            context: format!("cannot read {}", path.display()),
+            source: e,
+        }),
     }
 }
 
@@ -23,7 +26,8 @@ pub fn store(topic_dir: &Path, name: &str, position: &BTreeMap<u32, u64>) -> Res
     check_name(name)?;
     let dir = topic_dir.join("positions");
     if !dir.is_dir() {
-        std::fs::create_dir_all(&dir).map_err(LogError::io(format!("cannot create {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(LogError::io(format!("cannot create {}", dir.display())))?;
         sync_dir(topic_dir)?;
     }
     let bytes = serde_json::to_vec(position).expect("serialisable");

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::partition::Shared;
-use super::segment::{Frame, Scanner, HEADER_LEN};
 use super::LogError;
+use super::partition::Shared;
+use super::segment::{Frame, HEADER_LEN, Scanner};
 use crate::envelope::{Envelope, EnvelopeRef};
 
 struct Current {
@@ -22,7 +22,11 @@ pub struct Reader {
 
 impl Reader {
     pub(crate) fn new(shared: Arc<Shared>, from_seq: u64) -> Reader {
-        Reader { shared, next_seq: from_seq, cur: None }
+        Reader {
+            shared,
+            next_seq: from_seq,
+            cur: None,
+        }
     }
 
     /// The seq the next event read will have.
@@ -36,7 +40,8 @@ impl Reader {
             return Ok(None);
         }
         let cur = self.cur.as_ref().expect("advance positioned the reader");
-        let env = EnvelopeRef::decode(cur.scanner.body()).map_err(|e| self.shared.corrupt(self.next_seq - 1, e.to_string()))?;
+        let env = EnvelopeRef::decode(cur.scanner.body())
+            .map_err(|e| self.shared.corrupt(self.next_seq - 1, e.to_string()))?;
         Ok(Some(env))
     }
 
@@ -58,7 +63,11 @@ impl Reader {
                 return Ok(None);
             }
             if view.head.next_seq <= self.next_seq {
-                let (_guard, _) = self.shared.cond.wait_timeout(view, deadline - now).expect("view lock");
+                let (_guard, _) = self
+                    .shared
+                    .cond
+                    .wait_timeout(view, deadline - now)
+                    .expect("view lock");
             }
         }
     }
@@ -71,7 +80,9 @@ impl Reader {
                 return Ok(e);
             }
             let want = self.next_seq;
-            rx.wait_for(|&head| head > want).await.map_err(|_| LogError::Closed)?;
+            rx.wait_for(|&head| head > want)
+                .await
+                .map_err(|_| LogError::Closed)?;
         }
     }
 
@@ -82,21 +93,32 @@ impl Reader {
                 return Ok(false);
             }
             let cur = self.cur.as_mut().expect("opened");
-            let frame = cur.scanner.next_frame().map_err(LogError::io("cannot read a segment"))?;
+            let frame = cur
+                .scanner
+                .next_frame()
+                .map_err(LogError::io("cannot read a segment"))?;
             match frame {
                 Frame::Record { pos } => {
-                    let env = EnvelopeRef::decode(cur.scanner.body()).map_err(|e| self.shared.corrupt(self.next_seq, format!("record at byte {pos}: {e}")))?;
+                    let env = EnvelopeRef::decode(cur.scanner.body()).map_err(|e| {
+                        self.shared
+                            .corrupt(self.next_seq, format!("record at byte {pos}: {e}"))
+                    })?;
                     if env.seq < self.next_seq {
                         continue; // skipping from the index entry to the requested seq
                     }
                     if env.seq != self.next_seq {
-                        return Err(self.shared.corrupt(self.next_seq, format!("found seq {} where {} was expected", env.seq, self.next_seq)));
+                        return Err(self.shared.corrupt(
+                            self.next_seq,
+                            format!("found seq {} where {} was expected", env.seq, self.next_seq),
+                        ));
                     }
                     self.next_seq += 1;
                     return Ok(true);
                 }
                 Frame::Invalid { pos, problem } => {
-                    return Err(self.shared.corrupt(self.next_seq, format!("{problem} at byte {pos}")));
+                    return Err(self
+                        .shared
+                        .corrupt(self.next_seq, format!("{problem} at byte {pos}")));
                 }
                 Frame::End => {
                     let view = self.shared.view.lock().expect("view lock");
@@ -123,14 +145,21 @@ impl Reader {
             }
             let i = view.segments.partition_point(|s| s.base <= self.next_seq);
             if i == 0 {
-                return Err(self.shared.corrupt(self.next_seq, "no segment holds this seq"));
+                return Err(self
+                    .shared
+                    .corrupt(self.next_seq, "no segment holds this seq"));
             }
             let s = &view.segments[i - 1];
             let j = s.index.partition_point(|e| e.seq <= self.next_seq);
-            let pos = if j == 0 { HEADER_LEN } else { s.index[j - 1].pos };
+            let pos = if j == 0 {
+                HEADER_LEN
+            } else {
+                s.index[j - 1].pos
+            };
             (s.path.clone(), pos, s.end, s.base)
         };
-        let scanner = Scanner::open(&path, pos, end).map_err(LogError::io(format!("cannot read {}", path.display())))?;
+        let scanner = Scanner::open(&path, pos, end)
+            .map_err(LogError::io(format!("cannot read {}", path.display())))?;
         self.cur = Some(Current { base, scanner });
         Ok(true)
     }

@@ -84,8 +84,12 @@ pub fn read_index(path: &Path, base: u64) -> Option<Vec<IndexEntry>> {
             recorded_at: i64::from_le_bytes(c[16..24].try_into().expect("8")),
         })
         .collect();
-    let first_ok = entries.first().is_none_or(|e| e.seq == base && e.pos == HEADER_LEN);
-    let sorted = entries.windows(2).all(|w| w[0].seq < w[1].seq && w[0].pos < w[1].pos && w[0].recorded_at <= w[1].recorded_at);
+    let first_ok = entries
+        .first()
+        .is_none_or(|e| e.seq == base && e.pos == HEADER_LEN);
+    let sorted = entries.windows(2).all(|w| {
+        w[0].seq < w[1].seq && w[0].pos < w[1].pos && w[0].recorded_at <= w[1].recorded_at
+    });
     (first_ok && sorted).then_some(entries)
 }
 
@@ -120,7 +124,16 @@ impl Scanner {
     pub fn open(path: &Path, pos: u64, limit: u64) -> io::Result<Scanner> {
         let mut file = File::open(path)?;
         file.seek(SeekFrom::Start(pos))?;
-        Ok(Scanner { file, buf: vec![0; 1 << 20], start: 0, end: 0, buf_pos: pos, limit, read_to: pos, body: 0..0 })
+        Ok(Scanner {
+            file,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+            buf_pos: pos,
+            limit,
+            read_to: pos,
+            body: 0..0,
+        })
     }
 
     pub fn position(&self) -> u64 {
@@ -166,22 +179,38 @@ impl Scanner {
     pub fn next_frame(&mut self) -> io::Result<Frame> {
         let pos = self.position();
         if !self.fill(FRAME_OVERHEAD)? {
-            return Ok(if self.end == self.start { Frame::End } else { Frame::Invalid { pos, problem: "incomplete frame header" } });
+            return Ok(if self.end == self.start {
+                Frame::End
+            } else {
+                Frame::Invalid {
+                    pos,
+                    problem: "incomplete frame header",
+                }
+            });
         }
         let head = &self.buf[self.start..self.start + FRAME_OVERHEAD];
         let len_bytes: [u8; 4] = head[0..4].try_into().expect("4");
         let len = u32::from_le_bytes(len_bytes) as usize;
         let crc = u32::from_le_bytes(head[4..8].try_into().expect("4"));
         if len == 0 || len > MAX_BODY {
-            return Ok(Frame::Invalid { pos, problem: "frame length out of range" });
+            return Ok(Frame::Invalid {
+                pos,
+                problem: "frame length out of range",
+            });
         }
         if !self.fill(FRAME_OVERHEAD + len)? {
-            return Ok(Frame::Invalid { pos, problem: "frame runs past the end of the data" });
+            return Ok(Frame::Invalid {
+                pos,
+                problem: "frame runs past the end of the data",
+            });
         }
         let body_start = self.start + FRAME_OVERHEAD;
         let body = &self.buf[body_start..body_start + len];
         if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), body) != crc {
-            return Ok(Frame::Invalid { pos, problem: "CRC32C mismatch" });
+            return Ok(Frame::Invalid {
+                pos,
+                problem: "CRC32C mismatch",
+            });
         }
         self.start = body_start + len;
         self.body = body_start..body_start + len;
@@ -206,5 +235,9 @@ pub fn check_header(path: &Path) -> io::Result<Result<(), &'static str>> {
         }
         got += n;
     }
-    Ok(if &h == HEADER { Ok(()) } else { Err("segment header is not an annals segment v1 header") })
+    Ok(if &h == HEADER {
+        Ok(())
+    } else {
+        Err("segment header is not an annals segment v1 header")
+    })
 }

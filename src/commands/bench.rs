@@ -1,0 +1,243 @@
+//! `annals bench log`: durable append, read and verify throughput of the embedded log, printed
+//! beside this machine's single-core SHA-256 speed (what verify is bounded by).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use annals_events::{Log, LogConfig, NewEvent};
+use sha2::{Digest, Sha256};
+
+use crate::{Context, Failure};
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// Appends (fsynced in group commits), reads and verifies a fresh log.
+    Log(LogArgs),
+}
+
+#[derive(clap::Args)]
+pub struct LogArgs {
+    /// Events to append in all.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Partitions, each with its own writer (and one appending thread).
+    #[arg(long, default_value_t = 2)]
+    partitions: u32,
+    /// Events per append call.
+    #[arg(long, default_value_t = 4096)]
+    batch: usize,
+    /// Payload bytes per event.
+    #[arg(long, default_value_t = 256)]
+    payload_bytes: usize,
+    /// Folder for the scratch log (on the disk to measure); removed afterwards.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Figures {
+    events: u64,
+    partitions: u32,
+    batch: usize,
+    payload_bytes: usize,
+    log_bytes: u64,
+    append_events_per_s: f64,
+    append_mb_per_s: f64,
+    fsyncs: u64,
+    read_events_per_s: f64,
+    verify_mb_per_s: f64,
+    verify_threads: usize,
+    verify_1_thread_mb_per_s: f64,
+    sha256_1_core_mb_per_s: f64,
+    verify_per_core_vs_sha256: f64,
+}
+
+pub fn run(ctx: &Context, cmd: BenchCommand) -> Result<ExitCode, Failure> {
+    let BenchCommand::Log(args) = cmd;
+    if args.partitions == 0 || args.batch == 0 || args.events == 0 {
+        return Err(Failure::usage(
+            "--events, --partitions and --batch must be at least 1",
+        ));
+    }
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = tempdir_in(&parent)?;
+    let result = measure(&scratch, &args);
+    std::fs::remove_dir_all(&scratch).ok();
+    let f = result?;
+    if ctx.json {
+        super::print_json(&f);
+    } else {
+        println!(
+            "annals bench log: {} events x {} B payload, {} partition(s), batches of {}",
+            f.events, f.payload_bytes, f.partitions, f.batch
+        );
+        println!(
+            "  durable append : {:>12.0} events/s  {:>8.1} MB/s  ({} fsyncs)",
+            f.append_events_per_s, f.append_mb_per_s, f.fsyncs
+        );
+        println!("  read           : {:>12.0} events/s", f.read_events_per_s);
+        println!(
+            "  verify         : {:>12.1} MB/s with {} thread(s); {:.1} MB/s with 1",
+            f.verify_mb_per_s, f.verify_threads, f.verify_1_thread_mb_per_s
+        );
+        println!(
+            "  sha-256, 1 core: {:>12.1} MB/s (8 KiB blocks); verify per core = {:.0}% of it",
+            f.sha256_1_core_mb_per_s,
+            f.verify_per_core_vs_sha256 * 100.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn measure(dir: &std::path::Path, args: &LogArgs) -> Result<Figures, Failure> {
+    let log = Log::open(dir, LogConfig::default())?;
+    let topic = log.create_topic("bench", args.partitions)?;
+    let per_partition = args.events / u64::from(args.partitions);
+    let events = per_partition * u64::from(args.partitions);
+    let payload: Vec<u8> = (0..args.payload_bytes)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let template = NewEvent {
+        event_id: uuid::Uuid::nil(),
+        tenant: "bench-tenant".into(),
+        stream: "bench.Stream/1".into(),
+        stream_version: 1,
+        event_type: "ingest.SignalIngested".into(),
+        schema_id: 7,
+        occurred_at: annals_events::time::now_micros(),
+        actor: "bench".into(),
+        causation_id: None,
+        correlation_id: None,
+        payload,
+    };
+
+    let started = Instant::now();
+    let fsyncs: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = topic
+            .partitions()
+            .iter()
+            .map(|p| {
+                let template = &template;
+                s.spawn(move || -> Result<u64, Failure> {
+                    let mut left = per_partition;
+                    let mut calls = 0;
+                    let mut version = 1;
+                    while left > 0 {
+                        let n = (args.batch as u64).min(left);
+                        let batch: Vec<NewEvent> = (0..n)
+                            .map(|_| {
+                                let mut e = template.clone();
+                                e.event_id = uuid::Uuid::now_v7();
+                                e.stream_version = version;
+                                version += 1;
+                                e
+                            })
+                            .collect();
+                        p.append_blocking(batch)?;
+                        left -= n;
+                        calls += 1;
+                    }
+                    Ok(calls)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Failure::failed("a bench thread panicked")))
+            })
+            .sum::<Result<u64, Failure>>()
+    })?;
+    let append_s = started.elapsed().as_secs_f64();
+    let log_bytes: u64 = topic.partitions().iter().map(|p| p.head().bytes).sum();
+
+    let started = Instant::now();
+    let read: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = topic
+            .partitions()
+            .iter()
+            .map(|p| {
+                s.spawn(move || -> Result<u64, Failure> {
+                    let mut r = p.reader(0);
+                    let mut n = 0;
+                    while r.next_ref()?.is_some() {
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Failure::failed("a bench thread panicked")))
+            })
+            .sum::<Result<u64, Failure>>()
+    })?;
+    let read_s = started.elapsed().as_secs_f64();
+    if read != events {
+        return Err(Failure::failed(format!(
+            "read back {read} events of {events} appended"
+        )));
+    }
+    drop(topic);
+    drop(log);
+
+    let all = annals_events::verify::verify(dir, 0)?;
+    let one = annals_events::verify::verify(dir, 1)?;
+    if !all.ok || !one.ok {
+        return Err(Failure::failed("verify found a fault in the bench log"));
+    }
+    let sha = sha256_speed();
+    Ok(Figures {
+        events,
+        partitions: args.partitions,
+        batch: args.batch,
+        payload_bytes: args.payload_bytes,
+        log_bytes,
+        append_events_per_s: events as f64 / append_s,
+        append_mb_per_s: log_bytes as f64 / 1e6 / append_s,
+        fsyncs,
+        read_events_per_s: read as f64 / read_s,
+        verify_mb_per_s: all.mb_per_s,
+        verify_threads: all.threads,
+        verify_1_thread_mb_per_s: one.mb_per_s,
+        sha256_1_core_mb_per_s: sha,
+        verify_per_core_vs_sha256: (all.mb_per_s / all.threads as f64) / sha,
+    })
+}
+
+/// Single-core SHA-256 throughput over 8 KiB blocks, as `openssl speed sha256` measures it.
+fn sha256_speed() -> f64 {
+    let block = [0x5au8; 8192];
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut sink = [0u8; 32];
+    while started.elapsed().as_secs_f64() < 1.0 {
+        for _ in 0..256 {
+            let d: [u8; 32] = Sha256::digest(block).into();
+            sink[0] ^= d[0];
+            n += 1;
+        }
+    }
+    std::hint::black_box(sink);
+    (n * 8192) as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+fn tempdir_in(parent: &std::path::Path) -> Result<PathBuf, Failure> {
+    let dir = parent.join(format!(
+        "annals-bench-{}-{}",
+        std::process::id(),
+        annals_events::time::now_micros()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Failure::usage(format!(
+            "cannot create a scratch folder in {}: {e}; pass --dir",
+            parent.display()
+        ))
+    })?;
+    Ok(dir)
+}

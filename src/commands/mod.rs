@@ -1,0 +1,12 @@
+//! One module per top-level command.
+
+pub mod bench;
+pub mod demo;
+pub mod log;
+pub mod schema;
+pub mod verify;
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+}

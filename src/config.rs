@@ -1,0 +1,230 @@
+//! `annals.toml`: defaults, then the file, then `ANNALS__SECTION__KEY` environment overrides,
+//! layered here in one place, then a pure `validate` step before anything is opened.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration. Unknown keys are refused, so a typo is an error, not a silent default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub log: LogSection,
+    pub read_models: ReadModels,
+    pub server: Server,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// annals' own segmented log under the data dir (no server).
+    #[default]
+    Embedded,
+    /// Apache Kafka or another Kafka-protocol broker.
+    Kafka,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `embedded` (default) or `kafka`.
+    pub backend: Backend,
+    /// Partitions of the `events` topic when it is created (fixed afterwards).
+    pub partitions: u32,
+    /// Embedded log: a segment file rolls over at this size.
+    pub segment_bytes: u64,
+    pub kafka: Option<KafkaSection>,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            backend: Backend::Embedded,
+            partitions: 8,
+            segment_bytes: 64 << 20,
+            kafka: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `host:port[,host:port…]`
+    pub brokers: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadModels {
+    /// `postgres://…`; absent: embedded SQLite.
+    pub postgres: Option<String>,
+    /// `http://…`; absent: embedded Parquet + DataFusion.
+    pub clickhouse: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address `annals serve` listens on.
+    pub listen: String,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:7600".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layered configuration. `explicit` is `--config`; without it `./annals.toml`
+    /// is read if present.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, String> {
+        let (path, must_exist) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("annals.toml"), false),
+        };
+        let mut table = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .parse::<toml::Table>()
+                .map_err(|e| format!("{}: {}", path.display(), one_line(&e.to_string())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => toml::Table::new(),
+            Err(e) => return Err(format!("cannot read config file {}: {e}", path.display())),
+        };
+        apply_env(&mut table, std::env::vars())?;
+        let cfg = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| format!("config ({}): {}", path.display(), one_line(&e.to_string())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values before anything opens a file or a connection.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=4096).contains(&self.log.partitions) {
+            return Err(format!(
+                "[log] partitions = {} is out of range: use 1 to 4096",
+                self.log.partitions
+            ));
+        }
+        if self.log.segment_bytes < 64 * 1024 {
+            return Err(format!(
+                "[log] segment_bytes = {} is too small: use at least 65536",
+                self.log.segment_bytes
+            ));
+        }
+        if self.log.backend == Backend::Kafka {
+            if self.log.kafka.is_none() {
+                return Err(
+                    "[log] backend = \"kafka\" needs [log.kafka] brokers = \"host:port\"".into(),
+                );
+            }
+            return Err("[log] backend = \"kafka\" is not available in this build yet: use backend = \"embedded\" (the default)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Overlays `ANNALS__SECTION__KEY=value` variables (e.g. `ANNALS__LOG__PARTITIONS=4`,
+/// `ANNALS__LOG__KAFKA__BROKERS=…`). Values are read as TOML scalars when they parse as one,
+/// otherwise as strings.
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), String> {
+    for (key, value) in vars {
+        let Some(path) = key.strip_prefix("ANNALS__") else {
+            continue;
+        };
+        let parts: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(format!(
+                "environment variable {key}: empty key part; use ANNALS__SECTION__KEY"
+            ));
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let mut t = &mut *table;
+        for part in &parts[..parts.len() - 1] {
+            let entry = t
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            t = entry
+                .as_table_mut()
+                .ok_or_else(|| format!("environment variable {key}: `{part}` is not a section"))?;
+        }
+        t.insert(parts[parts.len() - 1].clone(), parsed);
+    }
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let mut t: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        apply_env(
+            &mut t,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
+        let cfg = Config::deserialize(toml::Value::Table(t)).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        assert_eq!(load("", &[]).unwrap().log.partitions, 8);
+        assert_eq!(
+            load("[log]\npartitions = 4", &[]).unwrap().log.partitions,
+            4
+        );
+        assert_eq!(
+            load("[log]\npartitions = 4", &[("ANNALS__LOG__PARTITIONS", "2")])
+                .unwrap()
+                .log
+                .partitions,
+            2
+        );
+        assert_eq!(
+            load("", &[("ANNALS__SERVER__LISTEN", "127.0.0.1:9")])
+                .unwrap()
+                .server
+                .listen,
+            "127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        assert!(
+            load("[log]\npartition = 4", &[])
+                .unwrap_err()
+                .contains("partition")
+        );
+        assert!(
+            load("[log]\npartitions = 0", &[])
+                .unwrap_err()
+                .contains("partitions")
+        );
+        assert!(
+            load("[log]\nbackend = \"kafak\"", &[])
+                .unwrap_err()
+                .contains("kafak")
+        );
+        assert!(
+            load("", &[("ANNALS__LOG__NOPE", "1")])
+                .unwrap_err()
+                .contains("nope")
+        );
+    }
+}

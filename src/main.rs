@@ -1,0 +1,149 @@
+//! The `annals` command: parses arguments and config, wires the crates, prints.
+//! Exit codes: 0 success, 1 a check failed, 2 bad usage or input. Errors are one line on stderr.
+
+mod commands;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "annals",
+    version,
+    about = "Event-sourced platform: an immutable, hash-chained, schema-versioned event log and what is built from it"
+)]
+struct Cli {
+    /// Embedded data (log/, read-models/, keys/).
+    #[arg(
+        long,
+        global = true,
+        default_value = "./annals-data",
+        env = "ANNALS_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+    /// Config file (default: ./annals.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Print reports as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job: generate a deterministic golden dataset into a fresh data dir, then verify it.
+    Demo(commands::demo::Args),
+    /// Check every partition: CRC, chain links, hashes, seq contiguity, indexes.
+    Verify(commands::verify::Args),
+    /// Inspect the log.
+    #[command(subcommand)]
+    Log(commands::log::LogCommand),
+    /// The event schemas.
+    #[command(subcommand)]
+    Schema(commands::schema::SchemaCommand),
+    /// Measure throughput (use a release build: `cargo run --release -- bench log`).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+}
+
+/// A failure the user sees as one line, with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    /// Bad usage or input: exit 2.
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    /// A check failed or the system could not do it: exit 1.
+    pub fn failed(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<annals_events::LogError> for Failure {
+    fn from(e: annals_events::LogError) -> Failure {
+        use annals_events::LogError as E;
+        match e {
+            E::NoLog { .. }
+            | E::NoTopic(_)
+            | E::NoPartition { .. }
+            | E::BadName(_)
+            | E::PartitionCount { .. }
+            | E::InvalidEvent(_)
+            | E::Locked { .. }
+            | E::ReadOnly => Failure::usage(e.to_string()),
+            _ => Failure::failed(e.to_string()),
+        }
+    }
+}
+
+impl From<annals_schemas::SchemaError> for Failure {
+    fn from(e: annals_schemas::SchemaError) -> Failure {
+        Failure::failed(e.to_string())
+    }
+}
+
+/// What every command gets.
+pub struct Context {
+    pub data_dir: PathBuf,
+    pub config: config::Config,
+    pub json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            e.print().ok();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(msg) => return fail(Failure::usage(msg)),
+    };
+    let ctx = Context {
+        data_dir: cli.data_dir,
+        config,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::Demo(a) => commands::demo::run(&ctx, a),
+        Command::Verify(a) => commands::verify::run(&ctx, a),
+        Command::Log(c) => commands::log::run(&ctx, c),
+        Command::Schema(c) => commands::schema::run(&ctx, c),
+        Command::Bench(c) => commands::bench::run(&ctx, c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => fail(f),
+    }
+}
+
+fn fail(f: Failure) -> ExitCode {
+    eprintln!("error: {}", f.message);
+    ExitCode::from(f.code)
+}

@@ -1,0 +1,187 @@
+//! The `annals` command as a user meets it: the demo, verify catching a tampered byte, and
+//! clear one-line errors with the documented exit codes for bad input.
+
+use annals_tests::{annals, record_offsets, stderr, stdout};
+
+fn demo(dir: &std::path::Path) {
+    let o = annals(
+        dir,
+        &[
+            "--data-dir",
+            "data",
+            "demo",
+            "--tenants",
+            "2",
+            "--signals-per-day",
+            "30",
+        ],
+    );
+    assert!(o.status.success(), "demo failed: {}", stderr(&o));
+    assert!(stdout(&o).contains("verify: OK"), "{}", stdout(&o));
+}
+
+fn assert_one_line_error(o: &std::process::Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "a panic reached the user: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err}");
+}
+
+#[test]
+fn demo_then_stat_tail_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let stat = annals(dir.path(), &["--data-dir", "data", "log", "stat", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+    let events: u64 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(events, 2 * 31);
+    let tail = annals(
+        dir.path(),
+        &["--data-dir", "data", "log", "tail", "-n", "5", "--json"],
+    );
+    let lines: Vec<serde_json::Value> = stdout(&tail)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        for field in [
+            "event_id",
+            "tenant",
+            "stream",
+            "event_type",
+            "partition",
+            "seq",
+            "hash",
+        ] {
+            assert!(!l[field].is_null(), "{field} missing in {l}");
+        }
+        assert_eq!(
+            l["payload"]["tenant"], l["tenant"],
+            "payload decoded through its schema"
+        );
+    }
+    let v = annals(dir.path(), &["--data-dir", "data", "verify", "--json"]);
+    assert!(v.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["events"], 62);
+}
+
+#[test]
+fn verify_names_the_seq_of_a_tampered_byte_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    // The partition with the most events, and a byte in the middle of its 6th record.
+    let log = dir.path().join("data/log/events");
+    let seg = (0..8)
+        .map(|p| log.join(p.to_string()).join("00000000000000000000.seg"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let offsets = record_offsets(&bytes);
+    let at = (offsets[5] + offsets[6]) / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let o = annals(dir.path(), &["--data-dir", "data", "verify"]);
+    assert_one_line_error(&o, 1, "seq 5");
+    assert!(stdout(&o).contains("FAULT"), "{}", stdout(&o));
+    let j = annals(dir.path(), &["--data-dir", "data", "verify", "--json"]);
+    assert_eq!(j.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["faults"][0]["seq"], 5);
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_one_line_error(
+        &annals(d, &["--data-dir", "missing", "verify"]),
+        2,
+        "annals demo",
+    );
+    assert_one_line_error(
+        &annals(d, &["--data-dir", "missing", "log", "stat"]),
+        2,
+        "--data-dir",
+    );
+    std::fs::write(d.join("typo.toml"), "[log]\npartitionz = 3\n").unwrap();
+    assert_one_line_error(
+        &annals(d, &["--config", "typo.toml", "schema", "list"]),
+        2,
+        "partitionz",
+    );
+    std::fs::write(d.join("kafka.toml"), "[log]\nbackend = \"kafka\"\n").unwrap();
+    assert_one_line_error(
+        &annals(d, &["--config", "kafka.toml", "schema", "list"]),
+        2,
+        "kafka",
+    );
+    assert_one_line_error(
+        &annals(d, &["--config", "absent.toml", "schema", "list"]),
+        2,
+        "absent.toml",
+    );
+    let o = annals(d, &["no-such-command"]);
+    assert_eq!(o.status.code(), Some(2));
+    demo(d);
+    assert_one_line_error(
+        &annals(d, &["--data-dir", "data", "demo"]),
+        2,
+        "fresh data dir",
+    );
+    assert_one_line_error(
+        &annals(d, &["--data-dir", "data", "log", "tail", "--topic", "nope"]),
+        2,
+        "nope",
+    );
+    assert_one_line_error(
+        &annals(
+            d,
+            &["--data-dir", "data", "log", "tail", "--partition", "99"],
+        ),
+        2,
+        "partition 99",
+    );
+}
+
+#[test]
+fn a_damaged_data_dir_is_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    std::fs::write(dir.path().join("data/log/events/topic.json"), b"{not json").unwrap();
+    for args in [
+        &["--data-dir", "data", "verify"][..],
+        &["--data-dir", "data", "log", "stat"][..],
+    ] {
+        let o = annals(dir.path(), args);
+        assert_one_line_error(&o, 1, "topic.json");
+    }
+}
+
+#[test]
+fn schema_commands_list_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = annals(dir.path(), &["schema", "list", "--json"]);
+    assert!(list.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["event_type"] == "ingest.SignalIngested" && r["version"] == 2)
+    );
+    let check = annals(dir.path(), &["schema", "check"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(stdout(&check).contains("ingest.SignalIngested v1 -> v2"));
+}
