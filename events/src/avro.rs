@@ -100,6 +100,11 @@ impl<'a> Cursor<'a> {
         self.fixed(field, len)
     }
 
+    /// Skips `bytes` or `string` without looking at its content.
+    pub fn skip_bytes(&mut self, field: &'static str) -> Result<(), DecodeError> {
+        self.bytes(field).map(|_| ())
+    }
+
     pub fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.bytes(field)?).map_err(|_| DecodeError {
             field,

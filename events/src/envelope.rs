@@ -257,6 +257,65 @@ impl<'a> EnvelopeRef<'a> {
     }
 }
 
+/// The fields the chain and the index need, read without validating or copying the rest:
+/// what `verify` reads per record (the hash covers every other byte anyway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainFields<'a> {
+    pub recorded_at: i64,
+    pub partition: u32,
+    pub seq: u64,
+    pub prev_hash: &'a Hash,
+    pub hash: &'a Hash,
+}
+
+impl<'a> ChainFields<'a> {
+    pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut c = Cursor::new(buf);
+        c.fixed("event_id", 16)?;
+        c.skip_bytes("tenant")?;
+        c.skip_bytes("stream")?;
+        c.long("stream_version")?;
+        c.skip_bytes("event_type")?;
+        c.long("schema_id")?;
+        c.long("occurred_at")?;
+        let recorded_at = c.long("recorded_at")?;
+        c.skip_bytes("actor")?;
+        for field in ["causation_id", "correlation_id"] {
+            match c.long(field)? {
+                0 => {}
+                1 => c.skip_bytes(field)?,
+                _ => {
+                    return Err(DecodeError {
+                        field,
+                        problem: "bad union branch",
+                    });
+                }
+            }
+        }
+        c.skip_bytes("payload")?;
+        let partition = u32::try_from(c.int("partition")?).map_err(|_| DecodeError {
+            field: "partition",
+            problem: "negative",
+        })?;
+        let seq = nonneg(c.long("seq")?, "seq")?;
+        let prev_hash = c.fixed("prev_hash", 32)?.try_into().expect("32 bytes");
+        let hash = c.fixed("hash", 32)?.try_into().expect("32 bytes");
+        if !c.is_empty() {
+            return Err(DecodeError {
+                field: "hash",
+                problem: "trailing bytes after the envelope",
+            });
+        }
+        Ok(ChainFields {
+            recorded_at,
+            partition,
+            seq,
+            prev_hash,
+            hash,
+        })
+    }
+}
+
 impl Envelope {
     pub fn as_ref(&self) -> EnvelopeRef<'_> {
         EnvelopeRef {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::chain::{self, Hash};
-use crate::envelope::EnvelopeRef;
+use crate::envelope::ChainFields;
 use crate::log::LogError;
 use crate::log::segment::{self, Frame, HEADER_LEN, INDEX_ENTRY_LEN, Scanner};
 
@@ -162,7 +162,6 @@ pub fn verify_partition(
     partition: u32,
     dir: &Path,
 ) -> Result<PartitionReport, LogError> {
-    let io = |p: &Path| LogError::io(format!("cannot read {}", p.display()));
     let writer_active = writer_holds_lock(dir);
     let mut report = PartitionReport {
         topic: topic.to_owned(),
@@ -213,11 +212,13 @@ pub fn verify_partition(
             ));
             break;
         }
-        if let Err(problem) = segment::check_header(&path).map_err(io(&path))? {
+        if let Err(problem) = segment::check_header(&path).map_err(LogError::reading(&path))? {
             report.fault = Some(fault(seq, 0, "header", problem.into()));
             break;
         }
-        let len = std::fs::metadata(&path).map_err(io(&path))?.len();
+        let len = std::fs::metadata(&path)
+            .map_err(LogError::reading(&path))?
+            .len();
         let index = std::fs::read(segment::index_path(&path)).unwrap_or_default();
         if index.len() % INDEX_ENTRY_LEN != 0 {
             report.fault = Some(fault(
@@ -239,10 +240,11 @@ pub fn verify_partition(
             )
         });
         let mut next_entry = index.next();
-        let mut sc = Scanner::open(&path, HEADER_LEN, len).map_err(io(&path))?;
+        let mut sc = Scanner::open(&path, HEADER_LEN, len).map_err(LogError::reading(&path))?;
         let mut body_end = HEADER_LEN;
+        let mut tail = Vec::with_capacity(64);
         loop {
-            match sc.next_frame().map_err(io(&path))? {
+            match sc.next_frame().map_err(LogError::reading(&path))? {
                 Frame::End => break,
                 Frame::Invalid { pos, problem } => {
                     if !(is_last && writer_active) {
@@ -260,51 +262,21 @@ pub fn verify_partition(
                 }
                 Frame::Record { pos } => {
                     body_end = sc.position();
-                    let body = sc.body();
-                    let env = match EnvelopeRef::decode(body) {
-                        Ok(env) => env,
-                        Err(e) => {
-                            report.fault = Some(fault(
-                                seq,
-                                pos,
-                                "decode",
-                                format!("the envelope does not decode: {e}"),
-                            ));
-                            break;
-                        }
-                    };
-                    let problem = if env.partition != partition {
-                        Some((
-                            "partition",
-                            format!("the event says partition {}", env.partition),
-                        ))
-                    } else if env.seq != seq {
-                        Some((
-                            "seq",
-                            format!("the event says seq {}, expected {seq}", env.seq),
-                        ))
-                    } else if *env.prev_hash != prev {
-                        Some((
-                            "prev_hash",
-                            "prev_hash does not link to the previous event's hash".to_owned(),
-                        ))
-                    } else if chain::event_hash(partition, seq, &prev, &body[..body.len() - 32])
-                        != *env.hash
-                    {
-                        Some(("hash", "the stored hash is not the hash of the event's bytes: the event was altered".to_owned()))
-                    } else {
-                        None
-                    };
-                    if let Some((kind, detail)) = problem {
-                        report.fault = Some(fault(seq, pos, kind, detail));
-                        break;
-                    }
+                    let indexed = next_entry.is_some_and(|(_, ipos, _)| ipos <= pos);
+                    let (hash, recorded_at) =
+                        match check_record(sc.body(), partition, seq, &prev, indexed, &mut tail) {
+                            Ok(v) => v,
+                            Err((kind, detail)) => {
+                                report.fault = Some(fault(seq, pos, kind, detail));
+                                break;
+                            }
+                        };
                     // The index must point at this record if it names its position.
                     while let Some((iseq, ipos, iat)) = next_entry {
                         if ipos > pos {
                             break;
                         }
-                        if ipos < pos || iseq != seq || iat != env.recorded_at {
+                        if ipos < pos || iseq != seq || Some(iat) != recorded_at {
                             report.fault = Some(fault(
                                 iseq.min(seq),
                                 ipos,
@@ -320,7 +292,7 @@ pub fn verify_partition(
                     if report.fault.is_some() {
                         break;
                     }
-                    prev = *env.hash;
+                    prev = hash;
                     seq += 1;
                 }
             }
@@ -345,6 +317,60 @@ pub fn verify_partition(
     report.events = seq;
     report.head_hash = hex::encode(prev);
     Ok(report)
+}
+
+/// Checks one record against the chain: its partition, seq and `prev_hash`, then its hash.
+/// Returns its hash, and its `recorded_at` when `want_time` (for the index check).
+///
+/// The fast path compares the record's last fields with their expected encoding instead of
+/// decoding it (partition, seq and prev_hash sit just before the hash, and Avro's varints are
+/// canonical); any mismatch, or an index check, takes the full decoding to say what is wrong.
+fn check_record(
+    body: &[u8],
+    partition: u32,
+    seq: u64,
+    prev: &Hash,
+    want_time: bool,
+    tail: &mut Vec<u8>,
+) -> Result<(Hash, Option<i64>), (&'static str, String)> {
+    tail.clear();
+    crate::avro::put_long(tail, i64::from(partition));
+    crate::avro::put_long(tail, seq as i64);
+    tail.extend_from_slice(prev);
+    let n = body.len();
+    let fast = n >= tail.len() + 32 + 16 && body[n - 32 - tail.len()..n - 32] == tail[..];
+    let mut recorded_at = None;
+    if !fast || want_time {
+        let env = ChainFields::decode(body)
+            .map_err(|e| ("decode", format!("the envelope does not decode: {e}")))?;
+        if env.partition != partition {
+            return Err((
+                "partition",
+                format!("the event says partition {}", env.partition),
+            ));
+        }
+        if env.seq != seq {
+            return Err((
+                "seq",
+                format!("the event says seq {}, expected {seq}", env.seq),
+            ));
+        }
+        if env.prev_hash != prev {
+            return Err((
+                "prev_hash",
+                "prev_hash does not link to the previous event's hash".into(),
+            ));
+        }
+        recorded_at = Some(env.recorded_at);
+    }
+    let stored: Hash = body[n - 32..].try_into().expect("32 bytes");
+    if chain::event_hash(partition, seq, prev, &body[..n - 32]) != stored {
+        return Err((
+            "hash",
+            "the stored hash is not the hash of the event's bytes: the event was altered".into(),
+        ));
+    }
+    Ok((stored, recorded_at))
 }
 
 /// Whether a writer process holds the partition's lock right now.

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use partition::{Appended, Head, Partition, SegmentInfo};
+pub use partition::{Appended, Head, Partition, PendingAppend, SegmentInfo};
 pub use reader::Reader;
 
 use crate::envelope::InvalidEvent;
@@ -98,6 +98,15 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// The error of a failed read of `path`; the message is only formatted if it happens
+    /// (this sits on per-record paths).
+    pub(crate) fn reading(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+        move |source| LogError::Io {
+            context: format!("cannot read {}", path.display()),
+            source,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
         let context = context.into();
         move |source| LogError::Io { context, source }

@@ -86,6 +86,19 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<Appended>, LogError>>,
 }
 
+/// An append handed to the writer, not yet known to be durable.
+pub struct PendingAppend(Option<oneshot::Receiver<Result<Vec<Appended>, LogError>>>);
+
+impl PendingAppend {
+    /// Waits until the batch is durable and returns its acknowledgements.
+    pub fn wait(self) -> Result<Vec<Appended>, LogError> {
+        match self.0 {
+            None => Ok(Vec::new()),
+            Some(rx) => rx.blocking_recv().map_err(|_| LogError::Closed)?,
+        }
+    }
+}
+
 /// A partition of a topic. Opened for writing, it owns the partition's one writer thread.
 pub struct Partition {
     shared: Arc<Shared>,
@@ -345,12 +358,19 @@ impl Partition {
     /// Appends a batch and waits until it is durable. All events are checked before any is
     /// written: a batch is written whole or not at all. Do not call from an async task (use [`Self::append`]).
     pub fn append_blocking(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, LogError> {
+        self.submit_blocking(events)?.wait()
+    }
+
+    /// Queues a batch for the writer and returns at once (waiting only if the queue is full):
+    /// a caller can prepare its next batch while this one is written, and the writer commits
+    /// everything queued in one group. The batch is durable once [`PendingAppend::wait`] returns.
+    pub fn submit_blocking(&self, events: Vec<NewEvent>) -> Result<PendingAppend, LogError> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(PendingAppend(None));
         }
         let (tx, req, rx) = self.request(events)?;
         tx.blocking_send(req).map_err(|_| LogError::Closed)?;
-        rx.blocking_recv().map_err(|_| LogError::Closed)?
+        Ok(PendingAppend(Some(rx)))
     }
 
     /// Appends a batch and resolves when it is durable (see [`Self::append_blocking`]).
@@ -385,14 +405,10 @@ impl Partition {
             let after = segs.get(i).map_or(view.head.next_seq, |n| n.base);
             (s.path.clone(), s.index[j].pos, s.index[j].seq, s.end, after)
         };
-        let mut scanner = Scanner::open(&path, pos, end)
-            .map_err(LogError::io(format!("cannot read {}", path.display())))?;
+        let mut scanner = Scanner::open(&path, pos, end).map_err(LogError::reading(&path))?;
         let mut expect = seq;
         loop {
-            match scanner
-                .next_frame()
-                .map_err(LogError::io(format!("cannot read {}", path.display())))?
-            {
+            match scanner.next_frame().map_err(LogError::reading(&path))? {
                 Frame::Record { .. } => {
                     let env = EnvelopeRef::decode(scanner.body())
                         .map_err(|e| self.shared.corrupt(expect, e.to_string()))?;
@@ -427,8 +443,7 @@ fn scan_segment(
     interval: u64,
     limit: u64,
 ) -> Result<Scan, LogError> {
-    let io = || LogError::io(format!("cannot read {}", path.display()));
-    let mut sc = Scanner::open(path, from, limit).map_err(io())?;
+    let mut sc = Scanner::open(path, from, limit).map_err(LogError::reading(path))?;
     let mut out = Scan {
         entries: Vec::new(),
         next_seq: first_seq,
@@ -438,7 +453,7 @@ fn scan_segment(
     };
     let mut last_index_pos: Option<u64> = None;
     loop {
-        match sc.next_frame().map_err(io())? {
+        match sc.next_frame().map_err(LogError::reading(path))? {
             Frame::End => break,
             Frame::Invalid { pos, problem } => {
                 out.invalid = Some((pos, problem));

@@ -10,6 +10,7 @@ use crate::envelope::{Envelope, EnvelopeRef};
 
 struct Current {
     base: u64,
+    path: std::path::PathBuf,
     scanner: Scanner,
 }
 
@@ -96,7 +97,7 @@ impl Reader {
             let frame = cur
                 .scanner
                 .next_frame()
-                .map_err(LogError::io("cannot read a segment"))?;
+                .map_err(LogError::reading(&cur.path))?;
             match frame {
                 Frame::Record { pos } => {
                     let env = EnvelopeRef::decode(cur.scanner.body()).map_err(|e| {
@@ -158,9 +159,12 @@ impl Reader {
             };
             (s.path.clone(), pos, s.end, s.base)
         };
-        let scanner = Scanner::open(&path, pos, end)
-            .map_err(LogError::io(format!("cannot read {}", path.display())))?;
-        self.cur = Some(Current { base, scanner });
+        let scanner = Scanner::open(&path, pos, end).map_err(LogError::reading(&path))?;
+        self.cur = Some(Current {
+            base,
+            path,
+            scanner,
+        });
         Ok(true)
     }
 }
