@@ -1,9 +1,18 @@
-//! annals-domain: the business of annals — what its events mean.
+//! annals-domain: the business of annals — which commands are accepted and what they become.
 //!
-//! Owns: the bounded contexts' event vocabulary and, for now, the deterministic golden dataset
-//! that `annals demo` writes ([`golden`]). The aggregates that check commands (tenancy, ingest,
-//! policy, billing, models) belong here too and arrive with the command path.
+//! Owns: one module per bounded context, each with its `cqrs-es` aggregate (business rules in
+//! `handle`, state changes only in `apply`), its commands and events and the mapping of its
+//! events to their published Avro schemas ([`payload`]); the typed refusals ([`error`]); and
+//! the deterministic golden dataset of `annals demo` ([`golden`]).
 //!
-//! Must not: do I/O. It turns inputs into events; the log stores them.
+//! Must not: do I/O, read clocks or draw random numbers. Whatever an aggregate needs from
+//! outside (another aggregate's state, a limit) is passed in as its `Services`.
 
+pub mod error;
 pub mod golden;
+pub mod ingest;
+pub mod payload;
+pub mod tenancy;
+
+pub use error::{DomainError, Kind};
+pub use payload::Payload;

@@ -24,6 +24,7 @@ use apache_avro::{
 };
 use sha2::{Digest, Sha256};
 
+pub use apache_avro;
 pub use sample::sample_datum;
 
 include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
