@@ -29,7 +29,8 @@ pub struct Fault {
     pub segment: PathBuf,
     /// Byte position in the segment.
     pub position: u64,
-    /// Stable code: `header`, `frame`, `decode`, `partition`, `seq`, `prev_hash`, `hash`, `index`.
+    /// Stable code: `header`, `frame`, `commit`, `decode`, `partition`, `seq`, `prev_hash`,
+    /// `hash`, `index`.
     pub kind: &'static str,
     pub detail: String,
 }
@@ -243,9 +244,24 @@ pub fn verify_partition(
         let mut sc = Scanner::open(&path, HEADER_LEN, len).map_err(LogError::reading(&path))?;
         let mut body_end = HEADER_LEN;
         let mut tail = Vec::with_capacity(64);
+        // Where the last commit of this segment ended: (byte position, next seq).
+        let mut committed = (HEADER_LEN, seq);
         loop {
             match sc.next_frame().map_err(LogError::reading(&path))? {
-                Frame::End => break,
+                Frame::End => {
+                    if committed.1 != seq && !(is_last && writer_active) {
+                        report.fault = Some(fault(
+                            committed.1,
+                            committed.0,
+                            "commit",
+                            format!(
+                                "the last commit is incomplete: events from seq {} on lack its commit-end mark (a torn write; opening the log for writing cuts it off)",
+                                committed.1
+                            ),
+                        ));
+                    }
+                    break;
+                }
                 Frame::Invalid { pos, problem } => {
                     if !(is_last && writer_active) {
                         report.fault = Some(fault(
@@ -260,7 +276,7 @@ pub fn verify_partition(
                     }
                     break;
                 }
-                Frame::Record { pos } => {
+                Frame::Record { pos, commit_end } => {
                     body_end = sc.position();
                     let indexed = next_entry.is_some_and(|(_, ipos, _)| ipos <= pos);
                     let (hash, recorded_at) =
@@ -294,6 +310,9 @@ pub fn verify_partition(
                     }
                     prev = hash;
                     seq += 1;
+                    if commit_end {
+                        committed = (sc.position(), seq);
+                    }
                 }
             }
         }

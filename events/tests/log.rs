@@ -99,22 +99,33 @@ fn segments_roll_and_every_one_is_indexed() {
     let p = log.create_topic("events", 1).unwrap().partitions()[0].id();
     let topic = log.topic("events").unwrap();
     let part = topic.partition(p).unwrap();
-    part.append_blocking((0..100).map(|n| event("a", n, 200)).collect())
+    for n in 0..50 {
+        part.append_blocking(vec![event("a", 2 * n, 200), event("a", 2 * n + 1, 200)])
+            .unwrap();
+    }
+    // One big append is one commit, so it gets a segment of its own rather than being split.
+    part.append_blocking((0..40).map(|n| event("a", n, 200)).collect())
         .unwrap();
     let segs = part.segments();
     assert!(segs.len() > 3, "4 KiB segments must roll: {}", segs.len());
-    assert!(segs.iter().all(|s| s.bytes <= 4096 && s.index_entries > 0));
+    let (big, small) = segs.split_last().unwrap();
+    assert!(big.bytes > 4096 && big.base_seq == 100, "{big:?}");
+    assert!(small.iter().all(|s| s.bytes <= 4096 && s.index_entries > 0));
 }
 
 #[test]
 fn torn_tail_is_cut_off_and_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let acks = {
+    let first = {
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         let t = log.create_topic("events", 1).unwrap();
+        let first = t.partitions()[0]
+            .append_blocking((0..5).map(|n| event("a", n, 100)).collect())
+            .unwrap();
         t.partitions()[0]
-            .append_blocking((0..10).map(|n| event("a", n, 100)).collect())
-            .unwrap()
+            .append_blocking((5..10).map(|n| event("a", n, 100)).collect())
+            .unwrap();
+        first
     };
     let seg = segment::segment_path(&dir.path().join("log/events/0"), 0);
     let len = std::fs::metadata(&seg).unwrap().len();
@@ -131,19 +142,66 @@ fn torn_tail_is_cut_off_and_kept_aside() {
 
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     let p = log.topic("events").unwrap().partitions()[0].head();
-    assert_eq!(p.next_seq, 9, "recovered to the last whole record");
-    assert_eq!(p.last_hash, acks[8].hash);
+    assert_eq!(
+        p.next_seq, 5,
+        "recovered to the last whole commit: the torn append is cut whole"
+    );
+    assert_eq!(p.last_hash, first[4].hash);
     let kept: Vec<_> = std::fs::read_dir(seg.parent().unwrap())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".torn"))
         .collect();
     assert_eq!(kept.len(), 1, "the cut bytes are kept");
-    // Appends continue the chain from the last whole record.
+    // Appends continue the chain from the last whole commit.
     let next = log.topic("events").unwrap().partitions()[0]
         .append_blocking(vec![event("a", 99, 10)])
         .unwrap();
-    assert_eq!(next[0].seq, 9);
+    assert_eq!(next[0].seq, 5);
+    drop(log);
+    assert!(verify(dir.path(), 1).unwrap().ok);
+}
+
+#[test]
+fn an_append_whose_frames_are_intact_but_unfinished_is_cut_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let t = log.create_topic("events", 1).unwrap();
+        t.partitions()[0]
+            .append_blocking((0..3).map(|n| event("a", n, 50)).collect())
+            .unwrap();
+        t.partitions()[0]
+            .append_blocking((3..8).map(|n| event("a", n, 50)).collect())
+            .unwrap();
+    }
+    let seg = segment::segment_path(&dir.path().join("log/events/0"), 0);
+    let bytes = std::fs::read(&seg).unwrap();
+    // Keep the second append's first two records whole, drop the rest: a crash between frames.
+    let offsets = {
+        let mut out = Vec::new();
+        let mut pos = segment::HEADER_LEN as usize;
+        while pos < bytes.len() {
+            out.push(pos);
+            pos += 8
+                + (u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap())
+                    & !segment::COMMIT_END) as usize;
+        }
+        out
+    };
+    std::fs::write(&seg, &bytes[..offsets[5]]).unwrap();
+    let report = verify(dir.path(), 1).unwrap();
+    assert_eq!(
+        (report.faults[0].kind, report.faults[0].seq),
+        ("commit", 3),
+        "{}",
+        report.faults[0]
+    );
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(
+        log.topic("events").unwrap().partitions()[0].head().next_seq,
+        3
+    );
     drop(log);
     assert!(verify(dir.path(), 1).unwrap().ok);
 }
@@ -194,7 +252,9 @@ fn any_changed_byte_of_an_event_is_caught_and_named() {
     let mut pos = segment::HEADER_LEN as usize;
     while pos < original.len() {
         starts.push(pos);
-        pos += 8 + u32::from_le_bytes(original[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 8
+            + (u32::from_le_bytes(original[pos..pos + 4].try_into().unwrap())
+                & !segment::COMMIT_END) as usize;
     }
     assert_eq!(starts.len(), 5);
     for (seq, &start) in starts.iter().enumerate() {
@@ -234,12 +294,13 @@ fn a_rewritten_event_with_a_fresh_crc_is_caught_by_the_hash() {
     let seg = segment::segment_path(&dir.path().join("log/events/0"), 0);
     let mut bytes = std::fs::read(&seg).unwrap();
     let start = segment::HEADER_LEN as usize;
-    let len = u32::from_le_bytes(bytes[start..start + 4].try_into().unwrap()) as usize;
+    let len = (u32::from_le_bytes(bytes[start..start + 4].try_into().unwrap())
+        & !segment::COMMIT_END) as usize;
     let body_end = start + 8 + len;
     bytes[body_end - 40] ^= 1; // the payload's last byte, just before prev_hash… inside the body
     let body = bytes[start + 8..body_end].to_vec();
     let mut frame = Vec::new();
-    segment::put_frame(&mut frame, &body);
+    segment::put_frame(&mut frame, &body, true);
     bytes[start..body_end].copy_from_slice(&frame);
     std::fs::write(&seg, &bytes).unwrap();
     let report = verify(dir.path(), 1).unwrap();

@@ -73,7 +73,8 @@ pub fn record_offsets(segment: &[u8]) -> Vec<usize> {
     let mut pos = annals_events::log::segment::HEADER_LEN as usize;
     while pos + 8 <= segment.len() {
         out.push(pos);
-        pos += 8 + u32::from_le_bytes(segment[pos..pos + 4].try_into().expect("4")) as usize;
+        let len = u32::from_le_bytes(segment[pos..pos + 4].try_into().expect("4"));
+        pos += 8 + (len & !annals_events::log::segment::COMMIT_END) as usize;
     }
     out
 }

@@ -341,7 +341,17 @@ impl Partition {
         }
         let bytes = events
             .iter()
-            .map(|e| e.payload.len() + e.stream.len() + e.tenant.len() + 160)
+            .map(|e| {
+                let ids = e.causation_id.as_ref().map_or(0, String::len)
+                    + e.correlation_id.as_ref().map_or(0, String::len);
+                e.payload.len()
+                    + e.stream.len()
+                    + e.tenant.len()
+                    + e.event_type.len()
+                    + e.actor.len()
+                    + ids
+                    + 128
+            })
             .sum();
         let (reply, rx) = oneshot::channel();
         Ok((
@@ -429,7 +439,7 @@ struct Scan {
     entries: Vec<IndexEntry>,
     next_seq: u64,
     last: Option<(Hash, i64)>,
-    /// Where the bytes stop being whole, intact frames.
+    /// Where the last complete commit ends and a torn tail begins (with what is wrong there).
     invalid: Option<(u64, &'static str)>,
     /// An intact frame whose content is wrong: damage, never a torn write.
     corrupt: Option<(u64, String)>,
@@ -452,6 +462,8 @@ fn scan_segment(
         corrupt: None,
     };
     let mut last_index_pos: Option<u64> = None;
+    // The last commit boundary seen: (end position, next seq, last event, index entries).
+    let mut committed = (from, first_seq, None, 0);
     loop {
         match sc.next_frame().map_err(LogError::reading(path))? {
             Frame::End => break,
@@ -459,7 +471,7 @@ fn scan_segment(
                 out.invalid = Some((pos, problem));
                 break;
             }
-            Frame::Record { pos } => {
+            Frame::Record { pos, commit_end } => {
                 let env = match EnvelopeRef::decode(sc.body()) {
                     Ok(env) => env,
                     Err(e) => {
@@ -499,8 +511,23 @@ fn scan_segment(
                 }
                 out.last = Some((*env.hash, env.recorded_at));
                 out.next_seq += 1;
+                if commit_end {
+                    committed = (sc.position(), out.next_seq, out.last, out.entries.len());
+                }
             }
         }
+    }
+    // Records after the last commit boundary belong to a commit that never completed: they
+    // are part of the torn tail, whether or not their frames are intact.
+    if out.corrupt.is_none() && (out.invalid.is_some() || out.next_seq > committed.1) {
+        let problem = out.invalid.map_or(
+            "the last commit is incomplete (no commit-end mark)",
+            |(_, p)| p,
+        );
+        out.invalid = Some((committed.0, problem));
+        out.next_seq = committed.1;
+        out.last = committed.2;
+        out.entries.truncate(committed.3);
     }
     Ok(out)
 }
@@ -712,20 +739,21 @@ impl Writer {
         let id = self.shared.id;
         let mut all = Vec::with_capacity(reqs.len());
         for req in reqs {
+            // Segments roll only between commits, so a commit never spans two segments (a
+            // request bigger than a segment gets one of its own).
+            let end = self.seg_len + self.buf.len() as u64;
+            if end > HEADER_LEN && end + req.bytes as u64 > self.cfg.segment_bytes {
+                self.flush(now)?;
+                self.roll()?;
+            }
             let mut acks = Vec::with_capacity(req.events.len());
-            for ev in &req.events {
+            for (i, ev) in req.events.iter().enumerate() {
                 let seq = self.next_seq;
                 self.body.clear();
                 ev.at(now, id, seq, &self.last_hash)
                     .encode_without_hash(&mut self.body);
                 let hash = chain::event_hash(id, seq, &self.last_hash, &self.body);
                 self.body.extend_from_slice(&hash);
-                let frame_len = (self.body.len() + segment::FRAME_OVERHEAD) as u64;
-                let end = self.seg_len + self.buf.len() as u64;
-                if end > HEADER_LEN && end + frame_len > self.cfg.segment_bytes {
-                    self.flush(now)?;
-                    self.roll()?;
-                }
                 let pos = self.seg_len + self.buf.len() as u64;
                 if self
                     .last_index_pos
@@ -738,7 +766,8 @@ impl Writer {
                     });
                     self.last_index_pos = Some(pos);
                 }
-                segment::put_frame(&mut self.buf, &self.body);
+                let commit_end = i + 1 == req.events.len();
+                segment::put_frame(&mut self.buf, &self.body, commit_end);
                 acks.push(Appended {
                     event_id: ev.event_id,
                     partition: id,

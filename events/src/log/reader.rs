@@ -99,7 +99,7 @@ impl Reader {
                 .next_frame()
                 .map_err(LogError::reading(&cur.path))?;
             match frame {
-                Frame::Record { pos } => {
+                Frame::Record { pos, .. } => {
                     let env = EnvelopeRef::decode(cur.scanner.body()).map_err(|e| {
                         self.shared
                             .corrupt(self.next_seq, format!("record at byte {pos}: {e}"))

@@ -2,7 +2,9 @@
 //!
 //! A partition folder holds segments `<base seq, 20 digits>.seg`, each a 16-byte header followed
 //! by frames `[len u32 LE][crc32c(len ‖ body) u32 LE][body]`, where the body is an envelope's
-//! canonical bytes. Beside each segment, `<base>.idx` holds sparse index entries
+//! canonical bytes. The top bit of `len` marks the last record of a commit — one append request,
+//! which the log writes whole or not at all: recovery cuts a torn log back to a commit boundary,
+//! and segments roll only between commits. Beside each segment, `<base>.idx` holds sparse index entries
 //! `(seq u64, pos u64, recorded_at i64)` little-endian: one for the first record and then one
 //! every `index_interval_bytes`. The index is derived data: it can always be rebuilt by a scan.
 
@@ -27,9 +29,12 @@ pub fn index_path(seg: &Path) -> PathBuf {
     seg.with_extension("idx")
 }
 
+/// The bit of the length field that marks the last record of a commit (an append request).
+pub const COMMIT_END: u32 = 1 << 31;
+
 /// Appends one frame around `body` to `out`.
-pub fn put_frame(out: &mut Vec<u8>, body: &[u8]) {
-    let len = (body.len() as u32).to_le_bytes();
+pub fn put_frame(out: &mut Vec<u8>, body: &[u8], commit_end: bool) {
+    let len = (body.len() as u32 | if commit_end { COMMIT_END } else { 0 }).to_le_bytes();
     let crc = crc32c::crc32c_append(crc32c::crc32c(&len), body);
     out.extend_from_slice(&len);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -96,8 +101,9 @@ pub fn read_index(path: &Path, base: u64) -> Option<Vec<IndexEntry>> {
 /// What a scanner found at the current position.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// A whole, intact frame at `pos`; its body is [`Scanner::body`].
-    Record { pos: u64 },
+    /// A whole, intact frame at `pos`; its body is [`Scanner::body`]. `commit_end` marks the
+    /// last record of a commit.
+    Record { pos: u64, commit_end: bool },
     /// Clean end: the limit was reached exactly at a frame boundary.
     End,
     /// The bytes from `pos` to the limit are not a whole, intact frame.
@@ -190,7 +196,9 @@ impl Scanner {
         }
         let head = &self.buf[self.start..self.start + FRAME_OVERHEAD];
         let len_bytes: [u8; 4] = head[0..4].try_into().expect("4");
-        let len = u32::from_le_bytes(len_bytes) as usize;
+        let raw = u32::from_le_bytes(len_bytes);
+        let commit_end = raw & COMMIT_END != 0;
+        let len = (raw & !COMMIT_END) as usize;
         let crc = u32::from_le_bytes(head[4..8].try_into().expect("4"));
         if len == 0 || len > MAX_BODY {
             return Ok(Frame::Invalid {
@@ -214,7 +222,7 @@ impl Scanner {
         }
         self.start = body_start + len;
         self.body = body_start..body_start + len;
-        Ok(Frame::Record { pos })
+        Ok(Frame::Record { pos, commit_end })
     }
 
     /// The body of the record the last `next_frame` returned.
