@@ -1,0 +1,111 @@
+//! Commands as the command path takes them, their outcomes and their errors.
+
+use annals_domain::ingest::IngestCommand;
+use annals_domain::tenancy::TenantCommand;
+use annals_domain::{DomainError, Kind};
+use serde::Serialize;
+
+/// A command for one aggregate of one tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Tenancy {
+        tenant: String,
+        command: TenantCommand,
+    },
+    Ingest(IngestCommand),
+}
+
+impl Command {
+    /// The tenant the command belongs to: it decides the partition.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Command::Tenancy { tenant, .. } => tenant,
+            Command::Ingest(IngestCommand::IngestSignals { tenant, .. }) => tenant,
+        }
+    }
+
+    /// The stream (aggregate) the command is for.
+    pub fn stream(&self) -> String {
+        match self {
+            Command::Tenancy { tenant, .. } => annals_domain::tenancy::stream(tenant),
+            Command::Ingest(IngestCommand::IngestSignals { tenant, source, .. }) => {
+                annals_domain::ingest::stream(tenant, source)
+            }
+        }
+    }
+}
+
+/// Who sends a command and why: recorded in every event it causes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandMeta {
+    /// The caller's id for this command, recorded as the events' `causation_id`.
+    pub command_id: Option<String>,
+    pub actor: String,
+    pub correlation_id: Option<String>,
+    /// Optimistic concurrency: the stream version the caller last saw (0: a new stream).
+    pub expected_version: Option<u64>,
+    /// When it happened, microseconds since the epoch (events' `occurred_at`).
+    pub occurred_at: i64,
+}
+
+/// One event a command wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Written {
+    pub event_id: String,
+    pub event_type: &'static str,
+    pub stream_version: u64,
+    pub partition: u32,
+    pub seq: u64,
+}
+
+/// What an accepted command did. `events` is empty when it changed nothing (an idempotent repeat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub stream: String,
+    /// The stream's version after the command.
+    pub stream_version: u64,
+    pub events: Vec<Written>,
+    /// Signals recognised as repeats and not written (ingest only).
+    pub duplicates: u64,
+}
+
+/// Why a command did not go through.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    /// The aggregate refused it (the caller's fault). Nothing was written.
+    #[error(transparent)]
+    Refused(#[from] DomainError),
+    /// The system could not do it (log, schema or shutdown). Nothing acknowledged was lost;
+    /// retrying the command is safe (commands are idempotent by their keys).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl CommandError {
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> u16 {
+        match self {
+            CommandError::Refused(e) => match e.kind {
+                Kind::Invalid => 422,
+                Kind::NotFound => 404,
+                Kind::Conflict => 409,
+                Kind::Forbidden => 403,
+                Kind::TooLarge => 413,
+                Kind::RateLimited => 429,
+            },
+            CommandError::Unavailable(_) => 503,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::Refused(e) => e.code,
+            CommandError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub(crate) fn unavailable(e: impl std::fmt::Display) -> CommandError {
+        CommandError::Unavailable(e.to_string())
+    }
+}

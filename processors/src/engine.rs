@@ -1,0 +1,386 @@
+//! The engine: one worker thread per partition, each the only decider for its partition.
+//!
+//! A worker takes every queued command (up to a bound), decides them in order against its
+//! in-memory aggregates, hands all their events to the partition's log writer as one append,
+//! and — while that append is being made durable — decides the next batch. Callers are answered
+//! only when their events are durable. If an append fails, every command decided on top of it
+//! fails too and the worker rebuilds its state from the log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use annals_events::log::PendingAppend;
+use annals_events::{NewEvent, Topic};
+use annals_schemas::Registry;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::command::{Command, CommandError, CommandMeta, Outcome, Written};
+use crate::state::{Decided, PartitionState};
+
+/// Commands a worker decides before handing their events to the log.
+const MAX_BATCH_COMMANDS: usize = 1024;
+/// Commands queued per partition before callers wait (backpressure).
+const QUEUE_DEPTH: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Outcome, CommandError>>;
+
+struct Job {
+    command: Command,
+    meta: CommandMeta,
+    reply: Reply,
+}
+
+/// Counters of the command path, for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub events: AtomicU64,
+    pub signals_accepted: AtomicU64,
+    pub signals_duplicate: AtomicU64,
+    pub queued: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    pub accepted: u64,
+    pub refused: u64,
+    pub events: u64,
+    pub signals_accepted: u64,
+    pub signals_duplicate: u64,
+    /// Commands waiting for a worker (`ingest_backlog`).
+    pub queued: u64,
+}
+
+/// The command path over a topic of the embedded log.
+pub struct Engine {
+    topic: Arc<Topic>,
+    senders: Vec<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Arc<Stats>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.senders.clear();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a command worker panicked");
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Starts one worker per partition of `topic`, each rebuilding its aggregates from the log.
+    pub fn start(topic: Arc<Topic>, registry: Arc<Registry>) -> Result<Engine, CommandError> {
+        let stats = Arc::new(Stats::default());
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        let mut ready = Vec::new();
+        for p in 0..topic.partitions().len() as u32 {
+            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let worker = Worker {
+                topic: topic.clone(),
+                partition: p,
+                registry: registry.clone(),
+                stats: stats.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("annals-command-{p}"))
+                .spawn(move || worker.run(rx, ready_tx))
+                .map_err(CommandError::unavailable)?;
+            senders.push(tx);
+            threads.push(thread);
+            ready.push(ready_rx);
+        }
+        let engine = Engine {
+            topic,
+            senders,
+            threads,
+            stats,
+        };
+        for r in ready {
+            r.blocking_recv().map_err(|_| {
+                CommandError::unavailable("a command worker stopped while starting")
+            })??;
+        }
+        Ok(engine)
+    }
+
+    fn job(
+        &self,
+        command: Command,
+        meta: CommandMeta,
+    ) -> (
+        &mpsc::Sender<Job>,
+        Job,
+        oneshot::Receiver<Result<Outcome, CommandError>>,
+    ) {
+        let p =
+            annals_events::partitioner::partition_for(command.tenant(), self.senders.len() as u32);
+        let (reply, rx) = oneshot::channel();
+        (
+            &self.senders[p as usize],
+            Job {
+                command,
+                meta,
+                reply,
+            },
+            rx,
+        )
+    }
+
+    /// Runs a command and resolves once its events are durable (or it was refused).
+    pub async fn execute(
+        &self,
+        command: Command,
+        meta: CommandMeta,
+    ) -> Result<Outcome, CommandError> {
+        let (tx, job, rx) = self.job(command, meta);
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        tx.send(job)
+            .await
+            .map_err(|_| CommandError::unavailable("the command path is shut down"))?;
+        rx.await
+            .map_err(|_| CommandError::unavailable("the command worker stopped"))?
+    }
+
+    /// Queues a command; wait for its outcome with [`PendingCommand::wait`]. Lets a caller keep
+    /// many commands in flight from one thread. Do not call from an async task.
+    pub fn submit_blocking(
+        &self,
+        command: Command,
+        meta: CommandMeta,
+    ) -> Result<PendingCommand, CommandError> {
+        let (tx, job, rx) = self.job(command, meta);
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        tx.blocking_send(job)
+            .map_err(|_| CommandError::unavailable("the command path is shut down"))?;
+        Ok(PendingCommand(rx))
+    }
+
+    /// Runs a command and waits for its outcome. Do not call from an async task.
+    pub fn execute_blocking(
+        &self,
+        command: Command,
+        meta: CommandMeta,
+    ) -> Result<Outcome, CommandError> {
+        self.submit_blocking(command, meta)?.wait()
+    }
+
+    pub fn topic(&self) -> &Arc<Topic> {
+        &self.topic
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let s = &self.stats;
+        EngineStats {
+            accepted: s.accepted.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            events: s.events.load(Ordering::Relaxed),
+            signals_accepted: s.signals_accepted.load(Ordering::Relaxed),
+            signals_duplicate: s.signals_duplicate.load(Ordering::Relaxed),
+            queued: s.queued.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A command handed to its worker.
+pub struct PendingCommand(oneshot::Receiver<Result<Outcome, CommandError>>);
+
+impl PendingCommand {
+    pub fn wait(self) -> Result<Outcome, CommandError> {
+        self.0
+            .blocking_recv()
+            .map_err(|_| CommandError::unavailable("the command worker stopped"))?
+    }
+}
+
+/// A batch whose events are being made durable.
+struct InFlight {
+    append: Option<PendingAppend>,
+    decided: Vec<(Reply, Decided)>,
+}
+
+struct Worker {
+    topic: Arc<Topic>,
+    partition: u32,
+    registry: Arc<Registry>,
+    stats: Arc<Stats>,
+}
+
+impl Worker {
+    fn run(self, mut rx: mpsc::Receiver<Job>, ready: oneshot::Sender<Result<(), CommandError>>) {
+        let rt = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                ready.send(Err(CommandError::unavailable(e))).ok();
+                return;
+            }
+        };
+        let partition = &self.topic.partitions()[self.partition as usize];
+        let mut state = match PartitionState::rebuild(partition, &self.registry) {
+            Ok(s) => s,
+            Err(e) => {
+                ready.send(Err(e)).ok();
+                return;
+            }
+        };
+        ready.send(Ok(())).ok();
+        let mut in_flight: Option<InFlight> = None;
+        loop {
+            // Block for work only when nothing is in flight; otherwise take what is queued.
+            let mut jobs = Vec::new();
+            if in_flight.is_none() {
+                match rx.blocking_recv() {
+                    Some(j) => jobs.push(j),
+                    None => break,
+                }
+            }
+            while jobs.len() < MAX_BATCH_COMMANDS {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            if jobs.is_empty() {
+                if let Some(f) = in_flight.take() {
+                    if self.finish(f).is_err() {
+                        state = self.recover(partition);
+                    }
+                }
+                continue;
+            }
+            self.stats
+                .queued
+                .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+            if state.dirty {
+                if let Some(f) = in_flight.take() {
+                    self.finish(f).ok();
+                }
+                state = self.recover(partition);
+                if state.dirty {
+                    for job in jobs {
+                        job.reply.send(Err(CommandError::unavailable("this partition's state could not be rebuilt from the log; see the server log, then restart"))).ok();
+                    }
+                    continue;
+                }
+            }
+            let mut events: Vec<NewEvent> = Vec::new();
+            let mut decided = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                match state.decide(&rt, job.command, &job.meta, &self.registry, &mut events) {
+                    Ok(d) => decided.push((job.reply, d)),
+                    Err(e) => {
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        job.reply.send(Err(e)).ok();
+                    }
+                }
+            }
+            let append = if events.is_empty() {
+                Ok(None)
+            } else {
+                partition.submit_blocking(events).map(Some)
+            };
+            let previous_failed = in_flight.take().is_some_and(|f| self.finish(f).is_err());
+            match append {
+                Ok(append) if !previous_failed => in_flight = Some(InFlight { append, decided }),
+                result => {
+                    // This batch was decided on top of events that did not become durable.
+                    let why = match result {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "an earlier append of this partition failed".into(),
+                    };
+                    fail_all(decided, &why);
+                    state = self.recover(partition);
+                    continue;
+                }
+            }
+            if state.dirty {
+                if let Some(f) = in_flight.take() {
+                    self.finish(f).ok();
+                }
+                state = self.recover(partition);
+            }
+        }
+        if let Some(f) = in_flight.take() {
+            self.finish(f).ok();
+        }
+    }
+
+    /// Waits for a batch's append and answers its callers.
+    fn finish(&self, f: InFlight) -> Result<(), ()> {
+        let acks = match f.append.map(PendingAppend::wait).transpose() {
+            Ok(acks) => acks.unwrap_or_default(),
+            Err(e) => {
+                fail_all(f.decided, &e.to_string());
+                return Err(());
+            }
+        };
+        for (reply, d) in f.decided {
+            let written: Vec<Written> = d
+                .event_types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let a = &acks[d.first + i];
+                    Written {
+                        event_id: a.event_id.to_string(),
+                        event_type: t,
+                        stream_version: d.from_version + i as u64 + 1,
+                        partition: a.partition,
+                        seq: a.seq,
+                    }
+                })
+                .collect();
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .events
+                .fetch_add(written.len() as u64, Ordering::Relaxed);
+            if d.stream.starts_with(annals_domain::ingest::STREAM_TYPE) {
+                self.stats
+                    .signals_accepted
+                    .fetch_add(written.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .signals_duplicate
+                    .fetch_add(d.duplicates, Ordering::Relaxed);
+            }
+            let outcome = Outcome {
+                stream: d.stream,
+                stream_version: d.from_version + written.len() as u64,
+                events: written,
+                duplicates: d.duplicates,
+            };
+            reply.send(Ok(outcome)).ok();
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the partition's aggregates from what the log durably holds.
+    fn recover(&self, partition: &annals_events::Partition) -> PartitionState {
+        match PartitionState::rebuild(partition, &self.registry) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(partition = self.partition, error = %e, "cannot rebuild the partition's aggregates; its commands will fail until restart");
+                let mut s = PartitionState::default();
+                s.dirty = true;
+                s
+            }
+        }
+    }
+}
+
+fn fail_all(decided: Vec<(Reply, Decided)>, why: &str) {
+    for (reply, _) in decided {
+        reply
+            .send(Err(CommandError::Unavailable(format!(
+                "not written: {why}; retrying the command is safe"
+            ))))
+            .ok();
+    }
+}

@@ -1,0 +1,273 @@
+//! The command path on a real embedded log: outcomes, refusals that write nothing, optimistic
+//! concurrency, idempotency across restarts, and many concurrent callers.
+
+use std::sync::Arc;
+
+use annals_domain::ingest::{IngestCommand, SignalInput};
+use annals_domain::tenancy::{TenantCommand, TenantLimits};
+use annals_events::{Log, LogConfig};
+use annals_processors::{Command, CommandError, CommandMeta, Engine};
+use annals_schemas::Registry;
+
+fn start(dir: &std::path::Path) -> (Arc<Log>, Engine) {
+    let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
+    let topic = log.create_topic("events", 4).unwrap();
+    let engine = Engine::start(topic, Arc::new(Registry::builtin().unwrap())).unwrap();
+    (log, engine)
+}
+
+fn meta(id: &str) -> CommandMeta {
+    CommandMeta {
+        command_id: Some(id.into()),
+        actor: "test".into(),
+        correlation_id: None,
+        expected_version: None,
+        occurred_at: 1_767_225_600_000_000,
+    }
+}
+
+fn provision(tenant: &str) -> Command {
+    Command::Tenancy {
+        tenant: tenant.into(),
+        command: TenantCommand::ProvisionTenant {
+            tenant: tenant.into(),
+            name: "Acme".into(),
+            plan: "growth".into(),
+            region: "eu-west".into(),
+            limits: TenantLimits {
+                max_signals_per_day: 1_000_000,
+                max_sources: 2,
+                rate_per_second: 1000,
+            },
+        },
+    }
+}
+
+fn signals(tenant: &str, source: &str, ids: std::ops::Range<u32>) -> Command {
+    Command::Ingest(IngestCommand::IngestSignals {
+        tenant: tenant.into(),
+        source: source.into(),
+        signals: ids
+            .map(|i| SignalInput {
+                signal_id: format!("s{i}"),
+                ts: 1_000 + i64::from(i),
+                attributes: Default::default(),
+                value: None,
+                unit: None,
+            })
+            .collect(),
+    })
+}
+
+fn total_events(log: &Log) -> u64 {
+    log.topic("events")
+        .unwrap()
+        .partitions()
+        .iter()
+        .map(|p| p.head().next_seq)
+        .sum()
+}
+
+#[test]
+fn commands_become_durable_events_and_repeats_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, engine) = start(dir.path());
+    let out = engine
+        .execute_blocking(provision("acme"), meta("c1"))
+        .unwrap();
+    assert_eq!(
+        (out.stream.as_str(), out.stream_version, out.events.len()),
+        ("tenancy.Tenant/acme", 1, 1)
+    );
+    assert_eq!(out.events[0].event_type, "tenancy.TenantProvisioned");
+
+    let out = engine
+        .execute_blocking(signals("acme", "web", 0..10), meta("c2"))
+        .unwrap();
+    assert_eq!(
+        (out.events.len(), out.duplicates, out.stream_version),
+        (10, 0, 10)
+    );
+    let out = engine
+        .execute_blocking(signals("acme", "web", 5..15), meta("c3"))
+        .unwrap();
+    assert_eq!(
+        (out.events.len(), out.duplicates, out.stream_version),
+        (5, 5, 15),
+        "a retried signal is a duplicate"
+    );
+    // The same provisioning again is idempotent.
+    assert!(
+        engine
+            .execute_blocking(provision("acme"), meta("c4"))
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    assert_eq!(total_events(&log), 16);
+
+    // The events carry who and why, in stream order.
+    let topic = log.topic("events").unwrap();
+    let p = &topic.partitions()[out.events[0].partition as usize];
+    let e = p.reader(out.events[0].seq).next().unwrap().unwrap();
+    assert_eq!(
+        (
+            e.causation_id.as_deref(),
+            e.actor.as_str(),
+            e.stream_version,
+            e.tenant.as_str()
+        ),
+        (Some("c3"), "test", 11, "acme")
+    );
+    let stats = engine.stats();
+    assert_eq!((stats.signals_accepted, stats.signals_duplicate), (15, 5));
+}
+
+#[test]
+fn refused_commands_write_nothing_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, engine) = start(dir.path());
+    let err = engine
+        .execute_blocking(signals("ghost", "web", 0..3), meta("c1"))
+        .unwrap_err();
+    assert_eq!((err.status(), err.code()), (404, "unknown_tenant"));
+    engine
+        .execute_blocking(provision("acme"), meta("c2"))
+        .unwrap();
+    engine
+        .execute_blocking(
+            Command::Tenancy {
+                tenant: "acme".into(),
+                command: TenantCommand::SuspendTenant {
+                    reason: "unpaid".into(),
+                },
+            },
+            meta("c3"),
+        )
+        .unwrap();
+    let before = total_events(&log);
+    let err = engine
+        .execute_blocking(signals("acme", "web", 0..3), meta("c4"))
+        .unwrap_err();
+    assert_eq!((err.status(), err.code()), (403, "tenant_suspended"));
+    let CommandError::Refused(e) = engine
+        .execute_blocking(
+            Command::Tenancy {
+                tenant: "acme".into(),
+                command: TenantCommand::ChangeLimits {
+                    limits: TenantLimits {
+                        max_signals_per_day: 0,
+                        max_sources: 1,
+                        rate_per_second: 1,
+                    },
+                },
+            },
+            meta("c5"),
+        )
+        .unwrap_err()
+    else {
+        panic!("a refusal")
+    };
+    assert_eq!(e.field.as_deref(), Some("limits.max_signals_per_day"));
+    assert_eq!(total_events(&log), before, "refusals wrote nothing");
+}
+
+#[test]
+fn optimistic_concurrency_per_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, engine) = start(dir.path());
+    let mut m = meta("c1");
+    m.expected_version = Some(0);
+    engine
+        .execute_blocking(provision("acme"), m.clone())
+        .unwrap();
+    let suspend = Command::Tenancy {
+        tenant: "acme".into(),
+        command: TenantCommand::SuspendTenant { reason: "r".into() },
+    };
+    let err = engine
+        .execute_blocking(suspend.clone(), m.clone())
+        .unwrap_err();
+    assert_eq!((err.status(), err.code()), (409, "version_conflict"));
+    m.expected_version = Some(1);
+    assert_eq!(
+        engine.execute_blocking(suspend, m).unwrap().stream_version,
+        2
+    );
+}
+
+#[test]
+fn state_is_rebuilt_from_the_log_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, engine) = start(dir.path());
+        engine
+            .execute_blocking(provision("acme"), meta("c1"))
+            .unwrap();
+        engine
+            .execute_blocking(signals("acme", "web", 0..10), meta("c2"))
+            .unwrap();
+        engine
+            .execute_blocking(signals("acme", "pos", 0..1), meta("c3"))
+            .unwrap();
+    }
+    let (log, engine) = start(dir.path());
+    let out = engine
+        .execute_blocking(signals("acme", "web", 0..12), meta("c4"))
+        .unwrap();
+    assert_eq!(
+        (out.events.len(), out.duplicates, out.stream_version),
+        (2, 10, 12)
+    );
+    // The tenant has its 2 sources: a third is refused, which needs the rebuilt source count.
+    let err = engine
+        .execute_blocking(signals("acme", "iot", 0..1), meta("c5"))
+        .unwrap_err();
+    assert_eq!(err.code(), "source_limit");
+    assert!(
+        engine
+            .execute_blocking(provision("acme"), meta("c6"))
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    drop(engine);
+    assert!(annals_events::verify::verify(dir.path(), 1).unwrap().ok);
+    drop(log);
+}
+
+#[test]
+fn many_concurrent_callers_each_get_their_own_durable_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, engine) = start(dir.path());
+    for t in 0..8 {
+        engine
+            .execute_blocking(provision(&format!("t{t}")), meta("p"))
+            .unwrap();
+    }
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let engine = &engine;
+            s.spawn(move || {
+                let pending: Vec<_> = (0..50)
+                    .map(|b| {
+                        engine
+                            .submit_blocking(
+                                signals(&format!("t{t}"), "web", b * 10..b * 10 + 10),
+                                meta("x"),
+                            )
+                            .unwrap()
+                    })
+                    .collect();
+                for (b, p) in pending.into_iter().enumerate() {
+                    let out = p.wait().unwrap();
+                    assert_eq!(
+                        (out.events.len(), out.stream_version),
+                        (10, (b as u64 + 1) * 10)
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(total_events(&log), 8 + 8 * 500);
+}
