@@ -36,7 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The main job: generate a deterministic golden dataset into a fresh data dir, then verify it.
+    /// The main job: send a deterministic golden dataset through the command path, then verify the log.
     Demo(commands::demo::Args),
     /// Check every partition: CRC, chain links, hashes, seq contiguity, indexes.
     Verify(commands::verify::Args),
@@ -120,6 +120,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,

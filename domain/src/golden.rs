@@ -1,32 +1,32 @@
-//! The golden dataset: a deterministic stream of domain events for demos and tests.
+//! The golden dataset: a deterministic set of commands for demos and tests — tenants to
+//! provision and the signals their sources send, retries included.
 //!
-//! Same spec, same events — ids, times, payloads — on every machine and every run: it uses its
+//! Same spec, same commands — ids, times, values — on every machine and every run: it uses its
 //! own PRNG (SplitMix64) rather than a library whose sequence could change between versions.
 
-use annals_events::NewEvent;
-use annals_schemas::{Registry, SchemaError};
-use serde_json::{Value, json};
-use uuid::Uuid;
+use crate::ingest::SignalInput;
+use crate::tenancy::{PLANS, TenantCommand, TenantLimits};
 
 /// 2026-01-01T00:00:00Z, the first day of the dataset.
 pub const START_MICROS: i64 = 1_767_225_600_000_000;
 const DAY_MICROS: i64 = 86_400_000_000;
 
-const PLANS: [&str; 3] = ["starter", "growth", "enterprise"];
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
-const SOURCES: [&str; 4] = ["web", "mobile", "pos", "iot"];
+pub const SOURCES: [&str; 4] = ["web", "mobile", "pos", "iot"];
 const METRICS: [(&str, &str); 4] = [
     ("latency", "ms"),
     ("temperature", "celsius"),
     ("basket", "items"),
     ("errors", "count"),
 ];
+/// One signal in this many is sent twice, as a client that retries after a timeout would.
+const RETRY_EVERY: u64 = 50;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
     pub tenants: u32,
-    /// Signals per tenant per day.
+    /// Distinct signals per tenant per day (retries come on top).
     pub signals_per_day: u32,
     pub days: u32,
     pub seed: u64,
@@ -44,44 +44,19 @@ impl Default for Spec {
 }
 
 impl Spec {
-    pub fn total_events(&self) -> u64 {
-        u64::from(self.tenants) * (1 + u64::from(self.signals_per_day) * u64::from(self.days))
-    }
-
     pub fn tenant_id(&self, t: u32) -> String {
         format!("tenant-{t:03}")
     }
-}
 
-/// One generated event, before it is encoded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GoldenEvent {
-    pub event_id: Uuid,
-    pub tenant: String,
-    pub stream: String,
-    pub stream_version: u64,
-    pub event_type: &'static str,
-    pub occurred_at: i64,
-    pub payload: Value,
-}
+    /// Distinct signals in all.
+    pub fn signals(&self) -> u64 {
+        u64::from(self.tenants) * u64::from(self.signals_per_day) * u64::from(self.days)
+    }
 
-impl GoldenEvent {
-    /// Encodes the payload with the latest schema of its type.
-    pub fn encode(&self, registry: &Registry) -> Result<NewEvent, SchemaError> {
-        let (schema_id, payload) = registry.encode_json(self.event_type, &self.payload)?;
-        Ok(NewEvent {
-            event_id: self.event_id,
-            tenant: self.tenant.clone(),
-            stream: self.stream.clone(),
-            stream_version: self.stream_version,
-            event_type: self.event_type.to_owned(),
-            schema_id,
-            occurred_at: self.occurred_at,
-            actor: "demo".to_owned(),
-            causation_id: None,
-            correlation_id: Some(format!("demo-{}", self.tenant)),
-            payload,
-        })
+    /// Retried sends in all (each a duplicate the command path must refuse to write).
+    pub fn retries(&self) -> u64 {
+        u64::from(self.tenants)
+            * (u64::from(self.signals_per_day) * u64::from(self.days)).div_ceil(RETRY_EVERY)
     }
 }
 
@@ -98,73 +73,56 @@ impl Rng {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn uuid_v7(&mut self, micros: i64) -> Uuid {
-        let mut rand = [0u8; 10];
-        rand[..8].copy_from_slice(&self.next().to_le_bytes());
-        rand[8..].copy_from_slice(&self.next().to_le_bytes()[..2]);
-        uuid::Builder::from_unix_timestamp_millis((micros / 1000) as u64, &rand).into_uuid()
+        self.next() % n.max(1)
     }
 }
 
-/// Every event of tenant number `t`, in the order they happened: its provisioning, then its
-/// signals of every day.
-pub fn tenant_events(spec: &Spec, t: u32) -> impl Iterator<Item = GoldenEvent> + '_ {
+/// The command that provisions tenant number `t`.
+pub fn provision(spec: &Spec, t: u32) -> TenantCommand {
+    TenantCommand::ProvisionTenant {
+        tenant: spec.tenant_id(t),
+        name: format!("Tenant {t}"),
+        plan: PLANS[t as usize % PLANS.len()].to_owned(),
+        region: REGIONS[t as usize % REGIONS.len()].to_owned(),
+        limits: TenantLimits {
+            max_signals_per_day: i64::from(spec.signals_per_day) * 2,
+            max_sources: SOURCES.len() as i32 * 2,
+            rate_per_second: 1000,
+        },
+    }
+}
+
+/// The signals tenant number `t` sends, in the order it sends them: `(source, signal)`. Every
+/// [`RETRY_EVERY`]th signal is sent again a little later.
+pub fn signals(spec: &Spec, t: u32) -> impl Iterator<Item = (&'static str, SignalInput)> + '_ {
     let mut rng = Rng(spec.seed ^ (u64::from(t) + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
-    let tenant = spec.tenant_id(t);
-    let provisioned = GoldenEvent {
-        event_id: rng.uuid_v7(START_MICROS),
-        tenant: tenant.clone(),
-        stream: format!("tenancy.Tenant/{tenant}"),
-        stream_version: 1,
-        event_type: "tenancy.TenantProvisioned",
-        occurred_at: START_MICROS,
-        payload: json!({
-            "tenant": tenant,
-            "name": format!("Tenant {t}"),
-            "plan": PLANS[t as usize % PLANS.len()],
-            "region": REGIONS[t as usize % REGIONS.len()],
-            "limits": {
-                "max_signals_per_day": i64::from(spec.signals_per_day) * 2,
-                "max_sources": SOURCES.len() as i32 * 2,
-                "rate_per_second": 1000
-            }
-        }),
-    };
     let per_day = u64::from(spec.signals_per_day.max(1));
     let step = DAY_MICROS / per_day as i64;
-    let mut versions = [0u64; SOURCES.len()];
-    let signals = (0..u64::from(spec.days) * u64::from(spec.signals_per_day)).map(move |i| {
+    let mut retry: Option<(&'static str, SignalInput)> = None;
+    (0..u64::from(spec.days) * u64::from(spec.signals_per_day)).flat_map(move |i| {
         let day = (i / per_day) as i64;
         let ts = START_MICROS
             + day * DAY_MICROS
             + (i % per_day) as i64 * step
             + rng.below(step.max(1) as u64) as i64;
-        let s = rng.below(SOURCES.len() as u64) as usize;
-        versions[s] += 1;
+        let source = SOURCES[rng.below(SOURCES.len() as u64) as usize];
         let (metric, unit) = METRICS[rng.below(METRICS.len() as u64) as usize];
-        let value = (rng.below(100_000) as f64) / 100.0;
-        GoldenEvent {
-            event_id: rng.uuid_v7(ts),
-            tenant: tenant.clone(),
-            stream: format!("ingest.Source/{tenant}/{}", SOURCES[s]),
-            stream_version: versions[s],
-            event_type: "ingest.SignalIngested",
-            occurred_at: ts,
-            payload: json!({
-                "tenant": tenant,
-                "source": SOURCES[s],
-                "signal_id": format!("{}-{i:08}", SOURCES[s]),
-                "ts": ts,
-                "attributes": { "metric": metric },
-                "value": value,
-                "unit": unit
-            }),
+        let signal = SignalInput {
+            signal_id: format!("{source}-{i:08}"),
+            ts,
+            attributes: [("metric".to_owned(), metric.to_owned())].into(),
+            value: Some(rng.below(100_000) as f64 / 100.0),
+            unit: Some(unit.to_owned()),
+        };
+        // A retry goes out with the next signal after the original.
+        let resend = retry.take();
+        if i % RETRY_EVERY == 0 {
+            retry = Some((source, signal.clone()));
         }
-    });
-    std::iter::once(provisioned).chain(signals)
+        let last_one = i + 1 == u64::from(spec.days) * u64::from(spec.signals_per_day);
+        let tail = if last_one { retry.take() } else { None };
+        std::iter::once((source, signal)).chain(resend).chain(tail)
+    })
 }
 
 #[cfg(test)]
@@ -172,52 +130,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_spec_same_events() {
+    fn same_spec_same_commands() {
         let spec = Spec {
             tenants: 2,
             signals_per_day: 50,
             days: 2,
             seed: 7,
         };
-        let a: Vec<_> = tenant_events(&spec, 1).collect();
-        let b: Vec<_> = tenant_events(&spec, 1).collect();
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 101);
-        let other: Vec<_> = tenant_events(&Spec { seed: 8, ..spec }, 1).collect();
-        assert_ne!(a, other);
+        let a: Vec<_> = signals(&spec, 1).collect();
+        assert_eq!(a, signals(&spec, 1).collect::<Vec<_>>());
+        assert_ne!(a, signals(&Spec { seed: 8, ..spec }, 1).collect::<Vec<_>>());
+        assert_eq!(provision(&spec, 1), provision(&spec, 1));
     }
 
     #[test]
-    fn events_are_in_time_order_and_streams_are_versioned_from_one() {
+    fn retries_repeat_an_earlier_signal_exactly() {
+        let spec = Spec {
+            tenants: 1,
+            signals_per_day: 120,
+            days: 1,
+            seed: 1,
+        };
+        let all: Vec<_> = signals(&spec, 0).collect();
+        let distinct: std::collections::HashSet<_> = all
+            .iter()
+            .map(|(s, x)| (*s, x.signal_id.clone(), x.ts))
+            .collect();
+        assert_eq!(distinct.len() as u64, spec.signals());
+        assert_eq!((all.len() - distinct.len()) as u64, spec.retries());
+    }
+
+    #[test]
+    fn signals_are_within_their_day() {
         let spec = Spec {
             tenants: 1,
             signals_per_day: 500,
             days: 2,
             seed: 1,
         };
-        let evs: Vec<_> = tenant_events(&spec, 0).collect();
-        assert!(evs.windows(2).all(|w| w[0].occurred_at <= w[1].occurred_at));
-        let mut last = std::collections::HashMap::new();
-        for e in &evs {
-            let v = last.entry(e.stream.clone()).or_insert(0);
-            assert_eq!(e.stream_version, *v + 1, "{}", e.stream);
-            *v = e.stream_version;
-        }
-    }
-
-    #[test]
-    fn every_event_encodes_with_its_published_schema() {
-        let registry = Registry::builtin().unwrap();
-        let spec = Spec {
-            tenants: 1,
-            signals_per_day: 100,
-            days: 1,
-            seed: 3,
-        };
-        for e in tenant_events(&spec, 0) {
-            let ev = e.encode(&registry).unwrap();
-            let back = registry.decode_json(ev.schema_id, &ev.payload).unwrap();
-            assert_eq!(back["tenant"], e.payload["tenant"]);
-        }
+        assert!(
+            signals(&spec, 0)
+                .all(|(_, s)| s.ts >= START_MICROS && s.ts < START_MICROS + 2 * DAY_MICROS)
+        );
     }
 }

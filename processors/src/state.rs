@@ -104,7 +104,10 @@ impl PartitionState {
         let first = out.len();
         let mut event_types = Vec::new();
         let mut duplicates = 0;
-        let mut push = |this: &mut Self, event: &dyn PayloadEvent| -> Result<(), CommandError> {
+        let mut push = |this: &mut Self,
+                        event: &dyn PayloadEvent,
+                        occurred_at: i64|
+         -> Result<(), CommandError> {
             let (schema_id, payload) = event.encode(registry).map_err(|e| {
                 this.dirty = true;
                 CommandError::unavailable(format!(
@@ -119,7 +122,7 @@ impl PartitionState {
                 stream_version: from_version + event_types.len() as u64,
                 event_type: event.kind().to_owned(),
                 schema_id,
-                occurred_at: meta.occurred_at,
+                occurred_at,
                 actor: meta.actor.clone(),
                 causation_id: meta.command_id.clone(),
                 correlation_id: meta.correlation_id.clone(),
@@ -136,7 +139,7 @@ impl PartitionState {
                     self.tenants.insert(t, agg);
                 }
                 for e in self.settle(result)? {
-                    push(self, &e)?;
+                    push(self, &e, meta.occurred_at)?;
                 }
             }
             Command::Ingest(command) => {
@@ -176,7 +179,10 @@ impl PartitionState {
                 let events = self.settle(result)?;
                 duplicates = sent - events.len() as u64;
                 for e in events {
-                    push(self, &e)?;
+                    // A signal happened at its own timestamp, not when the batch was sent.
+                    let IngestEvent::SignalIngested(s) = &e;
+                    let at = s.ts;
+                    push(self, &e, at)?;
                 }
             }
         }

@@ -1,11 +1,19 @@
-//! `annals demo`: the main job on the embedded default. Generates the golden dataset into a
-//! fresh data dir through the log's partition writers, then verifies the whole log.
+//! `annals demo`: the main job on the embedded default. Sends the golden dataset through the
+//! command path — every command checked by its aggregate, every accepted one durable events —
+//! then verifies the whole log. Run again on the same data dir, it adds nothing: every command
+//! is idempotent by its key.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use annals_domain::golden::{self, Spec};
-use annals_events::{Log, LogConfig, NewEvent, partitioner};
+use annals_domain::ingest::{IngestCommand, SignalInput};
+use annals_events::{Log, LogConfig};
+use annals_processors::{Command, CommandMeta, Engine, Outcome};
 use annals_schemas::Registry;
 
 use crate::{Context, Failure};
@@ -15,29 +23,47 @@ pub struct Args {
     /// Tenants to provision.
     #[arg(long, default_value_t = 10)]
     tenants: u32,
-    /// Signals per tenant per day.
+    /// Distinct signals per tenant per day (about 2% more are sent as client retries).
     #[arg(long, default_value_t = 10_000)]
     signals_per_day: u32,
     /// Days of signals.
     #[arg(long, default_value_t = 1)]
     days: u32,
-    /// Seed of the generator: the same seed gives the same events.
+    /// Seed of the generator: the same seed gives the same commands.
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
 
-const BATCH: usize = 1000;
+/// Signals per ingest command (one source of one tenant).
+const SIGNALS_PER_COMMAND: usize = 500;
+/// Commands one sender keeps in flight.
+const IN_FLIGHT: usize = 32;
 
-#[derive(serde::Serialize)]
+#[derive(Default, serde::Serialize)]
 struct Summary {
     data_dir: String,
     tenants: u32,
-    events: u64,
-    partitions: u32,
+    commands: u64,
+    refused: u64,
+    events_written: u64,
+    events_by_type: BTreeMap<&'static str, u64>,
+    duplicates_refused: u64,
     seconds: f64,
     events_per_s: f64,
+    log_events: u64,
     verified: bool,
     verify_mb_per_s: f64,
+}
+
+impl Summary {
+    fn add(&mut self, outcome: &Outcome) {
+        self.commands += 1;
+        self.events_written += outcome.events.len() as u64;
+        self.duplicates_refused += outcome.duplicates;
+        for e in &outcome.events {
+            *self.events_by_type.entry(e.event_type).or_default() += 1;
+        }
+    }
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
@@ -59,15 +85,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         days: args.days,
         seed: args.seed,
     };
-    if ctx.data_dir.join("log").join("events").exists() {
-        return Err(Failure::usage(format!(
-            "{} already holds a log; the demo writes into a fresh data dir: pass --data-dir NEW_DIR or delete {}",
-            ctx.data_dir.display(),
-            ctx.data_dir.display()
-        )));
-    }
-    let registry = Registry::builtin()?;
-    let partitions = ctx.config.log.partitions;
+    let registry = Arc::new(Registry::builtin()?);
     let log = Log::open(
         &ctx.data_dir,
         LogConfig {
@@ -75,102 +93,205 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
             ..LogConfig::default()
         },
     )?;
-    let topic = log.create_topic("events", partitions)?;
+    let topic = log.create_topic("events", ctx.config.log.partitions)?;
+    let before: u64 = topic.partitions().iter().map(|p| p.head().next_seq).sum();
+    let engine =
+        Engine::start(topic.clone(), registry).map_err(|e| Failure::failed(e.to_string()))?;
     if !ctx.json {
         println!(
-            "annals demo: {} tenants x {} signals/day x {} day(s), seed {} -> {} events into {} partitions of {}",
+            "annals demo: {} tenants, {} signals/day for {} day(s), seed {} -> {} ({} partitions, {} events already there)",
             spec.tenants,
             spec.signals_per_day,
             spec.days,
             spec.seed,
-            spec.total_events(),
-            partitions,
-            ctx.data_dir.display()
+            ctx.data_dir.display(),
+            topic.partitions().len(),
+            before
         );
     }
-
-    // Tenants grouped by the partition that owns them; each partition is fed by its own thread.
-    let mut owned: Vec<Vec<u32>> = vec![Vec::new(); partitions as usize];
-    for t in 0..spec.tenants {
-        owned[partitioner::partition_for(&spec.tenant_id(t), partitions) as usize].push(t);
-    }
     let started = Instant::now();
-    let results: Vec<Result<u64, Failure>> = std::thread::scope(|s| {
-        let handles: Vec<_> = owned
-            .iter()
-            .enumerate()
-            .map(|(p, tenants)| {
-                let (registry, topic, spec) = (&registry, &topic, &spec);
-                s.spawn(move || -> Result<u64, Failure> {
-                    let part = topic.partition(p as u32)?;
-                    let mut written = 0u64;
-                    let mut batch: Vec<NewEvent> = Vec::with_capacity(BATCH);
-                    for &t in tenants {
-                        for e in golden::tenant_events(spec, t) {
-                            batch.push(e.encode(registry)?);
-                            if batch.len() == BATCH {
-                                written +=
-                                    part.append_blocking(std::mem::take(&mut batch))?.len() as u64;
+    let summary = Mutex::new(Summary::default());
+    let meta = |id: String, tenant: &str| CommandMeta {
+        command_id: Some(id),
+        actor: "demo".into(),
+        correlation_id: Some(format!("demo-{}-{tenant}", spec.seed)),
+        expected_version: None,
+        occurred_at: golden::START_MICROS,
+    };
+
+    // 1. Tenants.
+    for t in 0..spec.tenants {
+        let tenant = spec.tenant_id(t);
+        let cmd = Command::Tenancy {
+            tenant: tenant.clone(),
+            command: golden::provision(&spec, t),
+        };
+        record(
+            &summary,
+            engine.execute_blocking(cmd, meta(format!("provision-{tenant}"), &tenant)),
+        )?;
+    }
+
+    // 2. Signals, from a few sender threads, each keeping commands in flight.
+    let sent = AtomicU64::new(0);
+    let total = spec.signals() + spec.retries();
+    let progress = std::io::stderr().is_terminal() && !ctx.json;
+    let senders = 2.min(spec.tenants);
+    std::thread::scope(|s| -> Result<(), Failure> {
+        let handles: Vec<_> = (0..senders)
+            .map(|k| {
+                let (engine, summary, sent, meta, spec) = (&engine, &summary, &sent, &meta, &spec);
+                s.spawn(move || -> Result<(), Failure> {
+                    let mut pending = std::collections::VecDeque::new();
+                    for t in (k..spec.tenants).step_by(senders as usize) {
+                        let tenant = spec.tenant_id(t);
+                        let mut batches: BTreeMap<&str, Vec<SignalInput>> = BTreeMap::new();
+                        let mut n = 0u64;
+                        let mut flush = |source: &str,
+                                         signals: Vec<SignalInput>,
+                                         n: &mut u64|
+                         -> Result<(), Failure> {
+                            let count = signals.len() as u64;
+                            let cmd = Command::Ingest(IngestCommand::IngestSignals {
+                                tenant: tenant.clone(),
+                                source: source.to_owned(),
+                                signals,
+                            });
+                            *n += 1;
+                            let id = format!("ingest-{tenant}-{source}-{n}");
+                            pending.push_back(
+                                engine
+                                    .submit_blocking(cmd, meta(id, &tenant))
+                                    .map_err(|e| Failure::failed(e.to_string()))?,
+                            );
+                            if pending.len() >= IN_FLIGHT {
+                                record(summary, pending.pop_front().expect("non-empty").wait())?;
+                            }
+                            let done = sent.fetch_add(count, Ordering::Relaxed) + count;
+                            if progress && done % 20_000 < count {
+                                eprint!(
+                                    "\r  signals sent {done:>10} / {total} ({:.0}%)",
+                                    done as f64 * 100.0 / total as f64
+                                );
+                            }
+                            Ok(())
+                        };
+                        for (source, signal) in golden::signals(spec, t) {
+                            let batch = batches.entry(source).or_default();
+                            batch.push(signal);
+                            if batch.len() == SIGNALS_PER_COMMAND {
+                                let full = std::mem::take(batch);
+                                flush(source, full, &mut n)?;
+                            }
+                        }
+                        for (source, rest) in std::mem::take(&mut batches) {
+                            if !rest.is_empty() {
+                                flush(source, rest, &mut n)?;
                             }
                         }
                     }
-                    written += part.append_blocking(batch)?.len() as u64;
-                    Ok(written)
+                    for p in pending {
+                        record(summary, p.wait())?;
+                    }
+                    Ok(())
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Failure::failed("a demo writer thread panicked")))
-            })
-            .collect()
-    });
-    let mut events = 0;
-    for r in results {
-        events += r?;
+        for h in handles {
+            h.join()
+                .unwrap_or_else(|_| Err(Failure::failed("a demo sender thread panicked")))?;
+        }
+        Ok(())
+    })?;
+    if progress {
+        eprintln!();
     }
     let seconds = started.elapsed().as_secs_f64();
+    let log_events: u64 = topic.partitions().iter().map(|p| p.head().next_seq).sum();
+    drop(engine);
     drop(topic);
     drop(log);
 
     let report = annals_events::verify::verify(&ctx.data_dir, 0)?;
-    let summary = Summary {
-        data_dir: ctx.data_dir.display().to_string(),
-        tenants: spec.tenants,
-        events,
-        partitions,
-        seconds,
-        events_per_s: events as f64 / seconds.max(1e-9),
-        verified: report.ok,
-        verify_mb_per_s: report.mb_per_s,
-    };
+    let mut summary = summary.into_inner().expect("summary lock");
+    summary.data_dir = ctx.data_dir.display().to_string();
+    summary.tenants = spec.tenants;
+    summary.seconds = seconds;
+    summary.events_per_s = summary.events_written as f64 / seconds.max(1e-9);
+    summary.log_events = log_events;
+    summary.verified = report.ok;
+    summary.verify_mb_per_s = report.mb_per_s;
     if ctx.json {
         super::print_json(&summary);
     } else {
-        println!(
-            "wrote {events} events in {seconds:.2} s ({:.0} events/s, each batch fsynced before it was acknowledged)",
-            summary.events_per_s
-        );
-        println!(
-            "verify: {} - {} events, {:.1} MB, chain and hashes checked at {:.0} MB/s",
-            if report.ok { "OK" } else { "FAILED" },
-            report.events,
-            report.bytes as f64 / 1e6,
-            report.mb_per_s
-        );
-        println!(
-            "next: annals --data-dir {0} log stat | annals --data-dir {0} log tail | annals --data-dir {0} verify",
-            ctx.data_dir.display()
-        );
+        print_summary(&summary, &report, ctx);
     }
-    if report.ok {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(Failure::failed(format!(
+    if !report.ok {
+        return Err(Failure::failed(format!(
             "verification of the demo log failed: {}",
             report.faults[0]
-        )))
+        )));
     }
+    if summary.refused > 0 {
+        return Err(Failure::usage(format!(
+            "{} demo commands were refused: {} holds a dataset made with other options; use a fresh --data-dir",
+            summary.refused,
+            ctx.data_dir.display()
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn record(
+    summary: &Mutex<Summary>,
+    outcome: Result<Outcome, annals_processors::CommandError>,
+) -> Result<(), Failure> {
+    match outcome {
+        Ok(o) => {
+            summary.lock().expect("summary lock").add(&o);
+            Ok(())
+        }
+        Err(e) if e.status() < 500 => {
+            summary.lock().expect("summary lock").refused += 1;
+            tracing::warn!(code = e.code(), error = %e, "a demo command was refused");
+            Ok(())
+        }
+        Err(e) => Err(Failure::failed(format!("the command path failed: {e}"))),
+    }
+}
+
+fn print_summary(s: &Summary, report: &annals_events::verify::VerifyReport, ctx: &Context) {
+    println!(
+        "{} commands in {:.2} s: {} new events ({:.0} events/s), each acknowledged only once durable",
+        s.commands, s.seconds, s.events_written, s.events_per_s
+    );
+    for (t, n) in &s.events_by_type {
+        println!("  {n:>10}  {t}");
+    }
+    if s.events_written == 0 {
+        println!(
+            "  nothing new: this data dir already held the dataset, and every command is idempotent by its key"
+        );
+    }
+    println!(
+        "  {:>10}  duplicate signals refused (client retries; the dedupe key is tenant, source, signal_id, ts)",
+        s.duplicates_refused
+    );
+    if s.refused > 0 {
+        println!(
+            "  {:>10}  commands refused (see the warnings above)",
+            s.refused
+        );
+    }
+    println!(
+        "log: {} events; verify {}: CRC, seq, chain links and hashes of {:.1} MB checked at {:.0} MB/s",
+        s.log_events,
+        if report.ok { "OK" } else { "FAILED" },
+        report.bytes as f64 / 1e6,
+        report.mb_per_s
+    );
+    let d = ctx.data_dir.display();
+    println!(
+        "next: annals --data-dir {d} log stat   |   annals --data-dir {d} log tail -n 5   |   annals --data-dir {d} verify"
+    );
 }

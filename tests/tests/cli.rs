@@ -17,7 +17,7 @@ fn demo(dir: &std::path::Path) {
         ],
     );
     assert!(o.status.success(), "demo failed: {}", stderr(&o));
-    assert!(stdout(&o).contains("verify: OK"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("verify OK"), "{}", stdout(&o));
 }
 
 fn assert_one_line_error(o: &std::process::Output, code: i32, needle: &str) {
@@ -73,6 +73,34 @@ fn demo_then_stat_tail_and_verify() {
     let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["events"], 62);
+}
+
+#[test]
+fn the_demo_run_twice_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let again = annals(
+        dir.path(),
+        &[
+            "--data-dir",
+            "data",
+            "--json",
+            "demo",
+            "--tenants",
+            "2",
+            "--signals-per-day",
+            "30",
+        ],
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    let s: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(s["events_written"], 0);
+    assert_eq!(s["log_events"], 62);
+    assert_eq!(
+        s["duplicates_refused"], 62,
+        "every signal, retries included, is recognised"
+    );
+    assert_eq!(s["verified"], true);
 }
 
 #[test]
@@ -135,10 +163,20 @@ fn bad_input_gets_one_line_and_exit_2() {
     let o = annals(d, &["no-such-command"]);
     assert_eq!(o.status.code(), Some(2));
     demo(d);
-    assert_one_line_error(
-        &annals(d, &["--data-dir", "data", "demo"]),
-        2,
-        "fresh data dir",
+    // The same data dir with another dataset: the tenants conflict, and the user is told.
+    let other = annals(
+        d,
+        &["--data-dir", "data", "demo", "--signals-per-day", "40"],
+    );
+    assert_eq!(other.status.code(), Some(2), "{}", stderr(&other));
+    assert!(
+        stderr(&other)
+            .lines()
+            .last()
+            .unwrap()
+            .contains("fresh --data-dir"),
+        "{}",
+        stderr(&other)
     );
     assert_one_line_error(
         &annals(d, &["--data-dir", "data", "log", "tail", "--topic", "nope"]),
