@@ -89,7 +89,8 @@ pub struct Source {
     pub seen: HashSet<(String, i64)>,
 }
 
-fn validate(s: &SignalInput, i: usize) -> Result<(), DomainError> {
+/// Checks one signal of a batch (`i` is its index, for the field path in the error).
+pub fn validate_signal(s: &SignalInput, i: usize) -> Result<(), DomainError> {
     let at = |f: &str| format!("signals[{i}].{f}");
     if s.signal_id.is_empty() || s.signal_id.len() > 128 {
         return Err(DomainError::invalid(
@@ -161,7 +162,7 @@ impl Aggregate for Source {
             ));
         }
         for (i, s) in signals.iter().enumerate() {
-            validate(s, i)?;
+            validate_signal(s, i)?;
         }
         if self.source.is_empty() && services.source_limit_reached {
             return Err(DomainError::new(

@@ -8,6 +8,7 @@ mod tests;
 
 pub use aggregate::{
     IngestCommand, IngestEvent, IngestServices, SignalIngested, SignalInput, Source,
+    validate_signal,
 };
 
 /// The aggregate type: streams are `ingest.Source/<tenant>/<source>`.
