@@ -14,6 +14,41 @@ use crate::{Context, Failure};
 pub enum BenchCommand {
     /// Appends (fsynced in group commits), reads and verifies a fresh log.
     Log(LogArgs),
+    /// Signals through the in-process command path (aggregates, dedupe, schemas, durable log).
+    Commands(CommandArgs),
+}
+
+#[derive(clap::Args)]
+pub struct CommandArgs {
+    /// Signals to ingest in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    signals: u64,
+    /// Tenants (spread over the partitions).
+    #[arg(long, default_value_t = 8)]
+    tenants: u32,
+    /// Signals per ingest command.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Partitions of the scratch log.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Folder for the scratch log (on the disk to measure); removed afterwards.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct CommandFigures {
+    signals: u64,
+    commands: u64,
+    tenants: u32,
+    partitions: u32,
+    batch: usize,
+    seconds: f64,
+    signals_per_s: f64,
+    commands_per_s: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
 }
 
 #[derive(clap::Args)]
@@ -55,7 +90,10 @@ struct Figures {
 }
 
 pub fn run(ctx: &Context, cmd: BenchCommand) -> Result<ExitCode, Failure> {
-    let BenchCommand::Log(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Log(args) => args,
+        BenchCommand::Commands(args) => return run_commands(ctx, args),
+    };
     if args.partitions == 0 || args.batch == 0 || args.events == 0 {
         return Err(Failure::usage(
             "--events, --partitions and --batch must be at least 1",
@@ -249,4 +287,154 @@ fn tempdir_in(parent: &std::path::Path) -> Result<PathBuf, Failure> {
         ))
     })?;
     Ok(dir)
+}
+
+fn run_commands(ctx: &Context, args: CommandArgs) -> Result<ExitCode, Failure> {
+    if args.partitions == 0 || args.tenants == 0 || args.batch == 0 || args.signals == 0 {
+        return Err(Failure::usage(
+            "--signals, --tenants, --batch and --partitions must be at least 1",
+        ));
+    }
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = tempdir_in(&parent)?;
+    let result = measure_commands(&scratch, &args);
+    std::fs::remove_dir_all(&scratch).ok();
+    let f = result?;
+    if ctx.json {
+        super::print_json(&f);
+    } else {
+        println!(
+            "annals bench commands: {} signals as {} ingest commands of {} ({} tenants, {} partitions)",
+            f.signals, f.commands, f.batch, f.tenants, f.partitions
+        );
+        println!(
+            "  command path   : {:>12.0} signals/s  {:>9.0} commands/s",
+            f.signals_per_s, f.commands_per_s
+        );
+        println!(
+            "  command latency: p50 {:.2} ms, p99 {:.2} ms (submit to durable outcome, 32 in flight per sender)",
+            f.latency_p50_ms, f.latency_p99_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn measure_commands(dir: &std::path::Path, args: &CommandArgs) -> Result<CommandFigures, Failure> {
+    use annals_domain::ingest::{IngestCommand, SignalInput};
+    use annals_domain::tenancy::{TenantCommand, TenantLimits};
+    use annals_processors::{Command, CommandMeta, Engine};
+
+    let log = Log::open(dir, LogConfig::default())?;
+    let topic = log.create_topic("events", args.partitions)?;
+    let registry = std::sync::Arc::new(annals_schemas::Registry::builtin()?);
+    let engine = Engine::start(topic, registry).map_err(|e| Failure::failed(e.to_string()))?;
+    let meta = || CommandMeta {
+        actor: "bench".into(),
+        occurred_at: annals_events::time::now_micros(),
+        ..CommandMeta::default()
+    };
+    let tenant = |t: u32| format!("bench-{t:04}");
+    for t in 0..args.tenants {
+        let limits = TenantLimits {
+            max_signals_per_day: i64::MAX / 2,
+            max_sources: 16,
+            rate_per_second: 1_000_000,
+        };
+        let cmd = TenantCommand::ProvisionTenant {
+            tenant: tenant(t),
+            name: "Bench".into(),
+            plan: "enterprise".into(),
+            region: "eu-west".into(),
+            limits,
+        };
+        engine
+            .execute_blocking(
+                Command::Tenancy {
+                    tenant: tenant(t),
+                    command: cmd,
+                },
+                meta(),
+            )
+            .map_err(|e| Failure::failed(e.to_string()))?;
+    }
+    let commands = args.signals.div_ceil(args.batch as u64);
+    let senders = 2u64;
+    let started = Instant::now();
+    let latencies: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..senders)
+            .map(|k| {
+                let (engine, tenant, meta) = (&engine, &tenant, &meta);
+                s.spawn(move || -> Result<Vec<f64>, Failure> {
+                    let mut lat = Vec::new();
+                    let mut pending = std::collections::VecDeque::new();
+                    for c in (k..commands).step_by(senders as usize) {
+                        let t = (c % u64::from(args.tenants)) as u32;
+                        let first = c * args.batch as u64;
+                        let n = (args.batch as u64).min(args.signals - first);
+                        let signals = (first..first + n)
+                            .map(|i| SignalInput {
+                                signal_id: format!("sig-{i}"),
+                                ts: 1_767_225_600_000_000 + i as i64,
+                                attributes: [("metric".to_owned(), "latency".to_owned())].into(),
+                                value: Some(i as f64),
+                                unit: Some("ms".into()),
+                            })
+                            .collect();
+                        let cmd = Command::Ingest(IngestCommand::IngestSignals {
+                            tenant: tenant(t),
+                            source: "web".into(),
+                            signals,
+                        });
+                        pending.push_back((
+                            Instant::now(),
+                            engine
+                                .submit_blocking(cmd, meta())
+                                .map_err(|e| Failure::failed(e.to_string()))?,
+                        ));
+                        if pending.len() >= 32 {
+                            let (at, p) = pending.pop_front().expect("non-empty");
+                            p.wait().map_err(|e| Failure::failed(e.to_string()))?;
+                            lat.push(at.elapsed().as_secs_f64() * 1e3);
+                        }
+                    }
+                    for (at, p) in pending {
+                        p.wait().map_err(|e| Failure::failed(e.to_string()))?;
+                        lat.push(at.elapsed().as_secs_f64() * 1e3);
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(
+                h.join()
+                    .unwrap_or_else(|_| Err(Failure::failed("a bench thread panicked")))?,
+            );
+        }
+        Ok::<_, Failure>(all)
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let accepted = engine.stats().signals_accepted;
+    if accepted != args.signals {
+        return Err(Failure::failed(format!(
+            "{accepted} signals accepted of {} sent",
+            args.signals
+        )));
+    }
+    let mut lat = latencies;
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    Ok(CommandFigures {
+        signals: args.signals,
+        commands,
+        tenants: args.tenants,
+        partitions: args.partitions,
+        batch: args.batch,
+        seconds,
+        signals_per_s: args.signals as f64 / seconds,
+        commands_per_s: commands as f64 / seconds,
+        latency_p50_ms: pct(0.5),
+        latency_p99_ms: pct(0.99),
+    })
 }
