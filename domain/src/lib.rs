@@ -8,10 +8,13 @@
 //! Must not: do I/O, read clocks or draw random numbers. Whatever an aggregate needs from
 //! outside (another aggregate's state, a limit) is passed in as its `Services`.
 
+pub mod billing;
 pub mod error;
 pub mod golden;
 pub mod ingest;
+pub mod models;
 pub mod payload;
+pub mod policy;
 pub mod tenancy;
 
 pub use error::{DomainError, Kind};

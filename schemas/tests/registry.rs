@@ -188,20 +188,22 @@ fn an_unpublished_file_is_refused_with_the_line_to_add() {
         text.clone(),
     ));
     let lock = lock_on_disk();
+    // The next id is one more than the highest published.
+    let next_id = registry().all().iter().map(|s| s.id).max().unwrap() + 1;
     let err = Registry::from_sources(&files, &lock).unwrap_err();
     let SchemaError::Unpublished { path, line_to_add } = &err else {
         panic!("expected Unpublished, got {err:?}");
     };
     assert_eq!(path, "avro/tenancy/TenantArchived.v2.avsc");
     assert!(
-        line_to_add.starts_with("8 tenancy.TenantArchived v2 sha256:"),
+        line_to_add.starts_with(&format!("{next_id} tenancy.TenantArchived v2 sha256:")),
         "{line_to_add}"
     );
     assert!(err.to_string().contains(line_to_add.as_str()));
 
-    // Appending the line publishes it: the new version gets id 8 and becomes the latest.
+    // Appending the line publishes it: the new version gets the next id and becomes the latest.
     let reg = Registry::from_sources(&files, &format!("{lock}{line_to_add}\n")).unwrap();
-    assert_eq!(reg.latest("tenancy.TenantArchived").unwrap().id, 8);
+    assert_eq!(reg.latest("tenancy.TenantArchived").unwrap().id, next_id);
     assert!(reg.check().iter().all(|c| c.ok));
 }
 
@@ -369,6 +371,105 @@ fn realistic_payloads() -> Vec<(&'static str, serde_json::Value)> {
             "ingest.SignalIngested",
             json!({"tenant": "acme", "source": "sensor-7", "signal_id": "sig-0002",
             "ts": 1_735_689_600_123_456_i64, "attributes": {"room": "b12", "floor": "3"}, "value": 21.5, "unit": "celsius"}),
+        ),
+        (
+            "billing.InvoiceOpened",
+            json!({"tenant": "acme", "invoice_id": "INV-2025-0042", "currency": "EUR", "purchase_order": "PO-7781", "opened_at": 1_740_787_200_000_000_i64}),
+        ),
+        (
+            "billing.InvoiceLineAdded",
+            json!({"tenant": "acme", "invoice_id": "INV-2025-0042", "line_id": "signals", "description": "Signals ingested, March 2025",
+            "meter": "signals", "quantity": 2_500_000, "unit_price_minor": 0,
+            "tiers": [{"up_to": 1_000_000, "unit_price_minor": 2}, {"up_to": null, "unit_price_minor": 1}],
+            "amount_minor": 3_500_000, "currency": "EUR"}),
+        ),
+        (
+            "billing.CreditApplied",
+            json!({"tenant": "acme", "invoice_id": "INV-2025-0042", "credit_id": "sla-2025-03", "reason": "SLA service credit: 99.5% availability in March", "amount_minor": 350_000, "currency": "EUR"}),
+        ),
+        (
+            "billing.InvoiceIssued",
+            json!({"tenant": "acme", "invoice_id": "INV-2025-0042", "currency": "EUR", "subtotal_minor": 3_500_000, "credits_minor": 350_000,
+            "tax_jurisdiction": "DE", "tax_rate_bp": 1900, "tax_minor": 598_500, "total_minor": 3_748_500, "issued_at": 1_743_465_600_000_000_i64}),
+        ),
+        (
+            "billing.InvoicePaid",
+            json!({"tenant": "acme", "invoice_id": "INV-2025-0042", "amount_minor": 3_748_500, "currency": "EUR", "paid_at": 1_744_070_400_000_000_i64}),
+        ),
+        (
+            "billing.InvoiceVoided",
+            json!({"tenant": "acme", "invoice_id": "INV-2025-0041", "reason": "issued twice by mistake; replaced by INV-2025-0042"}),
+        ),
+        (
+            "billing.BudgetSet",
+            json!({"tenant": "acme", "month": "2025-03", "currency": "EUR", "limit_minor": 5_000_000}),
+        ),
+        (
+            "billing.UsageRecorded",
+            json!({"tenant": "acme", "month": "2025-03", "usage_id": "2025-03-14-signals", "meter": "signals", "quantity": 120_000, "cost_minor": 240_000, "currency": "EUR", "spent_minor": 4_100_000}),
+        ),
+        (
+            "billing.BudgetThresholdReached",
+            json!({"tenant": "acme", "month": "2025-03", "threshold_pct": 80, "spent_minor": 4_100_000, "limit_minor": 5_000_000, "currency": "EUR"}),
+        ),
+        (
+            "models.ModelVersionRegistered",
+            json!({"tenant": "acme", "model": "churn", "version": "2025.03.1",
+            "artifact_digest": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "metrics": {"auc": "0.91", "f1": "0.84"}}),
+        ),
+        (
+            "models.ModelVersionRetired",
+            json!({"tenant": "acme", "model": "churn", "version": "2024.11.2"}),
+        ),
+        (
+            "models.ModelDeployed",
+            json!({"tenant": "acme", "model": "churn", "environment": "production", "version": "2025.03.1", "traffic_pct": 10,
+            "traffic": [{"version": "2025.02.1", "traffic_pct": 90}, {"version": "2025.03.1", "traffic_pct": 10}]}),
+        ),
+        (
+            "models.TrafficShifted",
+            json!({"tenant": "acme", "model": "churn", "environment": "production", "version": "2025.03.1", "traffic_pct": 50,
+            "traffic": [{"version": "2025.02.1", "traffic_pct": 50}, {"version": "2025.03.1", "traffic_pct": 50}]}),
+        ),
+        (
+            "models.ModelPromoted",
+            json!({"tenant": "acme", "model": "churn", "environment": "production", "version": "2025.03.1",
+            "previous_traffic": [{"version": "2025.02.1", "traffic_pct": 50}, {"version": "2025.03.1", "traffic_pct": 50}]}),
+        ),
+        (
+            "models.DeploymentRolledBack",
+            json!({"tenant": "acme", "model": "churn", "environment": "production", "to_version": "2025.02.1",
+            "previous_traffic": [{"version": "2025.03.1", "traffic_pct": 100}]}),
+        ),
+        (
+            "models.DeploymentRetired",
+            json!({"tenant": "acme", "model": "churn", "environment": "staging",
+            "previous_traffic": [{"version": "2025.03.1", "traffic_pct": 100}]}),
+        ),
+        (
+            "policy.PolicyVersionCreated",
+            json!({"tenant": "acme", "policy_id": "data-access", "version": 2, "rules": [
+                {"rule_id": "analysts-read", "effect": "allow", "priority": 10,
+                 "subject": {"role": "analyst", "scopes_any": ["signals:read"]},
+                 "resource": {"tenant": "acme", "classification_in": ["public", "internal"]}, "action": "read"},
+                {"rule_id": "no-restricted-export", "effect": "deny", "priority": 100,
+                 "subject": {"role": null, "scopes_any": []},
+                 "resource": {"tenant": null, "classification_in": ["restricted"]}, "action": "export"}
+            ]}),
+        ),
+        (
+            "policy.PolicyVersionActivated",
+            json!({"tenant": "acme", "policy_id": "data-access", "version": 2}),
+        ),
+        (
+            "policy.PolicyRolledBack",
+            json!({"tenant": "acme", "policy_id": "data-access", "from_version": 2, "to_version": 1}),
+        ),
+        (
+            "policy.PolicyDecisionRecorded",
+            json!({"tenant": "acme", "policy_id": "data-access",
+            "request": {"subject": {"role": "analyst", "scopes": ["signals:read"]}, "resource": {"tenant": "acme", "classification": "internal"}, "action": "read"},
+            "version": 2, "decision": "allow", "matched_rule": "analysts-read", "decided_at": 1_741_957_200_000_000_i64}),
         ),
     ]
 }
