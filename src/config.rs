@@ -63,17 +63,92 @@ pub struct ReadModels {
     pub clickhouse: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     /// Address `annals serve` listens on.
     pub listen: String,
+    /// Bearer token that may do everything, including managing tenants. Absent: no operator
+    /// access over HTTP. Best set through `ANNALS__SERVER__OPERATOR_TOKEN` rather than the file.
+    /// At least 16 characters.
+    pub operator_token: Option<String>,
+    /// Tenant tokens (`[[server.tokens]]`): each may act on its own tenant with its scopes.
+    pub tokens: Vec<TokenConfig>,
+    /// Request bodies larger than this are refused with 413 (default 16 MiB).
+    pub max_body_bytes: u64,
+    /// Signals each tenant may send per second through the API; the burst is one second's
+    /// worth. Over it, 429 with `Retry-After` (default 200000).
+    pub rate_per_second: u64,
 }
 
 impl Default for Server {
     fn default() -> Self {
         Server {
             listen: "127.0.0.1:7600".into(),
+            operator_token: None,
+            tokens: Vec::new(),
+            max_body_bytes: 16 << 20,
+            rate_per_second: 200_000,
+        }
+    }
+}
+
+// Written by hand so that tokens never reach a log line.
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.listen)
+            .field(
+                "operator_token",
+                &self.operator_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("tokens", &self.tokens)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("rate_per_second", &self.rate_per_second)
+            .finish()
+    }
+}
+
+/// A tenant's API token.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who uses it; recorded as the `actor` of the events its commands cause.
+    pub name: String,
+    /// The bearer token, at least 16 characters, unique.
+    pub token: String,
+    /// The one tenant it may act on.
+    pub tenant: String,
+    /// Any of `signals:write`, `billing:write`, `policy:admin`, `models:write`, `audit:read`.
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("tenant", &self.tenant)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+impl Server {
+    /// The tokens as the API takes them.
+    pub fn auth(&self) -> annals_api::AuthConfig {
+        annals_api::AuthConfig {
+            operator_token: self.operator_token.clone(),
+            tokens: self
+                .tokens
+                .iter()
+                .map(|t| annals_api::ApiToken {
+                    name: t.name.clone(),
+                    token: t.token.clone(),
+                    tenant: t.tenant.clone(),
+                    scopes: t.scopes.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -122,6 +197,18 @@ impl Config {
             }
             return Err("[log] backend = \"kafka\" is not available in this build yet: use backend = \"embedded\" (the default)".into());
         }
+        if !(1024..=1 << 30).contains(&self.server.max_body_bytes) {
+            return Err(format!(
+                "[server] max_body_bytes = {} is out of range: use 1024 to 1073741824",
+                self.server.max_body_bytes
+            ));
+        }
+        if self.server.rate_per_second == 0 {
+            return Err(
+                "[server] rate_per_second = 0 would refuse every signal: use at least 1".into(),
+            );
+        }
+        self.server.auth().validate()?;
         Ok(())
     }
 }
@@ -201,6 +288,58 @@ mod tests {
                 .server
                 .listen,
             "127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn server_tokens_are_validated() {
+        let tokens = r#"
+[server]
+max_body_bytes = 4096
+[[server.tokens]]
+name = "acme-ingest"
+token = "0123456789abcdef0123"
+tenant = "acme"
+scopes = ["signals:write", "audit:read"]
+"#;
+        let cfg = load(
+            tokens,
+            &[("ANNALS__SERVER__OPERATOR_TOKEN", "operator-0123456789")],
+        )
+        .unwrap();
+        assert_eq!(cfg.server.max_body_bytes, 4096);
+        assert_eq!(cfg.server.rate_per_second, 200_000);
+        let auth = cfg.server.auth();
+        assert_eq!(auth.operator_token.as_deref(), Some("operator-0123456789"));
+        assert_eq!(auth.tokens[0].tenant, "acme");
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
+        assert!(
+            load(&tokens.replace("audit:read", "audit:write"), &[])
+                .unwrap_err()
+                .contains("audit:write")
+        );
+        assert!(
+            load(&tokens.replace("0123456789abcdef0123", "short"), &[])
+                .unwrap_err()
+                .contains("too short")
+        );
+        assert!(
+            load(
+                tokens,
+                &[("ANNALS__SERVER__OPERATOR_TOKEN", "0123456789abcdef0123")]
+            )
+            .unwrap_err()
+            .contains("unique")
+        );
+        assert!(
+            load(&tokens.replace("scopes", "scope"), &[])
+                .unwrap_err()
+                .contains("scope")
+        );
+        assert!(
+            load("[server]\nrate_per_second = 0", &[])
+                .unwrap_err()
+                .contains("rate_per_second")
         );
     }
 

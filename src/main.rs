@@ -38,6 +38,8 @@ struct Cli {
 enum Command {
     /// The main job: send a deterministic golden dataset through the command path, then verify the log.
     Demo(commands::demo::Args),
+    /// Serve the HTTP API (commands, history, health, metrics) until Ctrl-C or SIGTERM.
+    Serve(commands::serve::Args),
     /// Check every partition: CRC, chain links, hashes, seq contiguity, indexes.
     Verify(commands::verify::Args),
     /// Inspect the log.
@@ -133,6 +135,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Demo(a) => commands::demo::run(&ctx, a),
+        Command::Serve(a) => commands::serve::run(&ctx, a),
         Command::Verify(a) => commands::verify::run(&ctx, a),
         Command::Log(c) => commands::log::run(&ctx, c),
         Command::Schema(c) => commands::schema::run(&ctx, c),

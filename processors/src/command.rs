@@ -1,11 +1,14 @@
 //! Commands as the command path takes them, their outcomes and their errors.
 
+use annals_domain::billing::{BudgetCommand, InvoiceCommand};
 use annals_domain::ingest::IngestCommand;
+use annals_domain::models::{DeploymentCommand, ModelVersionCommand};
+use annals_domain::policy::PolicyCommand;
 use annals_domain::tenancy::TenantCommand;
 use annals_domain::{DomainError, Kind};
 use serde::Serialize;
 
-/// A command for one aggregate of one tenant.
+/// A command for one aggregate of one tenant: the aggregate's own command plus its address.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Tenancy {
@@ -13,24 +16,76 @@ pub enum Command {
         command: TenantCommand,
     },
     Ingest(IngestCommand),
+    Invoice {
+        tenant: String,
+        invoice_id: String,
+        command: InvoiceCommand,
+    },
+    Budget {
+        tenant: String,
+        month: String,
+        command: BudgetCommand,
+    },
+    ModelVersion {
+        tenant: String,
+        model: String,
+        version: String,
+        command: ModelVersionCommand,
+    },
+    Deployment {
+        tenant: String,
+        model: String,
+        environment: String,
+        command: DeploymentCommand,
+    },
+    Policy {
+        tenant: String,
+        policy_id: String,
+        command: PolicyCommand,
+    },
 }
 
 impl Command {
     /// The tenant the command belongs to: it decides the partition.
     pub fn tenant(&self) -> &str {
         match self {
-            Command::Tenancy { tenant, .. } => tenant,
             Command::Ingest(IngestCommand::IngestSignals { tenant, .. }) => tenant,
+            Command::Tenancy { tenant, .. }
+            | Command::Invoice { tenant, .. }
+            | Command::Budget { tenant, .. }
+            | Command::ModelVersion { tenant, .. }
+            | Command::Deployment { tenant, .. }
+            | Command::Policy { tenant, .. } => tenant,
         }
     }
 
     /// The stream (aggregate) the command is for.
     pub fn stream(&self) -> String {
+        use annals_domain::{billing, ingest, models, policy, tenancy};
         match self {
-            Command::Tenancy { tenant, .. } => annals_domain::tenancy::stream(tenant),
+            Command::Tenancy { tenant, .. } => tenancy::stream(tenant),
             Command::Ingest(IngestCommand::IngestSignals { tenant, source, .. }) => {
-                annals_domain::ingest::stream(tenant, source)
+                ingest::stream(tenant, source)
             }
+            Command::Invoice {
+                tenant, invoice_id, ..
+            } => billing::invoice_stream(tenant, invoice_id),
+            Command::Budget { tenant, month, .. } => billing::budget_stream(tenant, month),
+            Command::ModelVersion {
+                tenant,
+                model,
+                version,
+                ..
+            } => models::model_version_stream(tenant, model, version),
+            Command::Deployment {
+                tenant,
+                model,
+                environment,
+                ..
+            } => models::deployment_stream(tenant, model, environment),
+            Command::Policy {
+                tenant, policy_id, ..
+            } => policy::stream(tenant, policy_id),
         }
     }
 }

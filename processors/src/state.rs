@@ -1,8 +1,18 @@
-//! One partition's aggregates in memory: rebuilt from the log, then advanced by each decision.
+//! One partition's aggregates in memory, keyed by stream: rebuilt from the log, then advanced by
+//! each decision. Every context the command path decides is listed here, top to bottom.
 
 use std::collections::HashMap;
 
+use annals_domain::billing::{
+    Budget, BudgetCommand, BudgetEvent, BudgetServices, Invoice, InvoiceCommand, InvoiceEvent,
+    InvoiceServices,
+};
 use annals_domain::ingest::{IngestCommand, IngestEvent, IngestServices, Source};
+use annals_domain::models::{
+    Deployment, DeploymentCommand, DeploymentEvent, DeploymentServices, ModelVersion,
+    ModelVersionEvent, ModelVersionServices,
+};
+use annals_domain::policy::{Policy, PolicyEvent, PolicyServices};
 use annals_domain::tenancy::{Tenant, TenantEvent, TenantStatus};
 use annals_domain::{DomainError, Payload};
 use annals_events::{Envelope, NewEvent, Partition};
@@ -13,8 +23,8 @@ use tokio::runtime::Runtime;
 
 use crate::command::{Command, CommandError, CommandMeta};
 
-/// What a decided command will write: `count` events at `events[first..first + count]` of the
-/// batch, bringing `stream` from `from_version`.
+/// What a decided command will write: its events are `events[first..first + event_types.len()]`
+/// of the batch, bringing `stream` from `from_version`.
 pub(crate) struct Decided {
     pub stream: String,
     pub from_version: u64,
@@ -26,11 +36,28 @@ pub(crate) struct Decided {
 #[derive(Default)]
 pub(crate) struct PartitionState {
     tenants: HashMap<String, Tenant>,
-    sources: HashMap<(String, String), Source>,
+    sources: HashMap<String, Source>,
     sources_per_tenant: HashMap<String, usize>,
+    invoices: HashMap<String, Invoice>,
+    budgets: HashMap<String, Budget>,
+    model_versions: HashMap<String, ModelVersion>,
+    deployments: HashMap<String, Deployment>,
+    policies: HashMap<String, Policy>,
     versions: HashMap<String, u64>,
     /// An aggregate changed but its events will not be written: rebuild before deciding more.
     pub dirty: bool,
+}
+
+/// Applies a stored event to the aggregate of its stream.
+fn apply_to<A: Aggregate>(map: &mut HashMap<String, A>, stream: &str, event: A::Event) {
+    match map.get_mut(stream) {
+        Some(agg) => agg.apply(event),
+        None => {
+            let mut agg = A::default();
+            agg.apply(event);
+            map.insert(stream.to_owned(), agg);
+        }
+    }
 }
 
 impl PartitionState {
@@ -51,41 +78,89 @@ impl PartitionState {
         let fail = |e: String| {
             CommandError::Unavailable(format!("partition {} seq {}: {e}", env.partition, env.seq))
         };
-        let payload = registry
-            .decode_json(env.schema_id, &env.payload)
-            .map_err(|e| fail(e.to_string()))?;
-        if let Some(e) = TenantEvent::from_json(&env.event_type, payload.clone()) {
-            self.tenants
-                .entry(env.tenant.clone())
-                .or_default()
-                .apply(e.map_err(fail)?);
-        } else if let Some(e) = IngestEvent::from_json(&env.event_type, payload) {
-            let IngestEvent::SignalIngested(s) = e.map_err(fail)?;
-            let key = (s.tenant.clone(), s.source.clone());
-            self.source_entry(key).apply(IngestEvent::SignalIngested(s));
-        } else {
-            tracing::debug!(event_type = %env.event_type, "not an event of a context the command path decides");
+        let t = env.event_type.as_str();
+        let s = env.stream.as_str();
+        let json = || {
+            registry
+                .decode_json(env.schema_id, &env.payload)
+                .map_err(|e| fail(e.to_string()))
+        };
+        match t.split('.').next() {
+            Some("tenancy") => {
+                if let Some(e) = TenantEvent::from_json(t, json()?) {
+                    apply_to(&mut self.tenants, s, e.map_err(fail)?);
+                }
+            }
+            Some("ingest") => {
+                if let Some(e) = IngestEvent::from_json(t, json()?) {
+                    if !self.sources.contains_key(s) {
+                        *self
+                            .sources_per_tenant
+                            .entry(env.tenant.clone())
+                            .or_default() += 1;
+                    }
+                    apply_to(&mut self.sources, s, e.map_err(fail)?);
+                }
+            }
+            Some("billing") => {
+                let payload = json()?;
+                if let Some(e) = InvoiceEvent::from_json(t, payload.clone()) {
+                    apply_to(&mut self.invoices, s, e.map_err(fail)?);
+                } else if let Some(e) = BudgetEvent::from_json(t, payload) {
+                    apply_to(&mut self.budgets, s, e.map_err(fail)?);
+                }
+            }
+            Some("models") => {
+                let payload = json()?;
+                if let Some(e) = ModelVersionEvent::from_json(t, payload.clone()) {
+                    apply_to(&mut self.model_versions, s, e.map_err(fail)?);
+                } else if let Some(e) = DeploymentEvent::from_json(t, payload) {
+                    apply_to(&mut self.deployments, s, e.map_err(fail)?);
+                }
+            }
+            Some("policy") => {
+                if let Some(e) = PolicyEvent::from_json(t, json()?) {
+                    apply_to(&mut self.policies, s, e.map_err(fail)?);
+                }
+            }
+            _ => tracing::debug!(
+                event_type = t,
+                "not an event of a context the command path decides"
+            ),
         }
         self.versions.insert(env.stream.clone(), env.stream_version);
         Ok(())
     }
 
-    fn source_entry(&mut self, key: (String, String)) -> &mut Source {
-        let count = &mut self.sources_per_tenant;
-        self.sources.entry(key).or_insert_with_key(|(tenant, _)| {
-            *count.entry(tenant.clone()).or_default() += 1;
-            Source::default()
-        })
-    }
-
     fn tenant_status(&self, tenant: &str) -> TenantStatus {
         self.tenants
-            .get(tenant)
+            .get(&annals_domain::tenancy::stream(tenant))
             .map_or(TenantStatus::Unknown, |t| t.status)
     }
 
-    /// Decides one command, appending its events (encoded, not yet positioned) to `out`.
+    /// Decides one command, appending its events (encoded, not yet positioned) to `out`. A
+    /// command that fails leaves nothing in `out`; if its aggregate had already changed, the
+    /// state is marked for a rebuild.
     pub fn decide(
+        &mut self,
+        rt: &Runtime,
+        cmd: Command,
+        meta: &CommandMeta,
+        registry: &Registry,
+        out: &mut Vec<NewEvent>,
+    ) -> Result<Decided, CommandError> {
+        let first = out.len();
+        let result = self.decide_inner(rt, cmd, meta, registry, out);
+        if let Err(e) = &result {
+            if out.len() > first || matches!(e, CommandError::Unavailable(_)) {
+                self.dirty = true;
+            }
+            out.truncate(first);
+        }
+        result
+    }
+
+    fn decide_inner(
         &mut self,
         rt: &Runtime,
         cmd: Command,
@@ -95,52 +170,30 @@ impl PartitionState {
     ) -> Result<Decided, CommandError> {
         let stream = cmd.stream();
         let tenant = cmd.tenant().to_owned();
+        annals_domain::error::check_id("tenant", &tenant, 64)?;
         let from_version = self.versions.get(&stream).copied().unwrap_or(0);
         if let Some(expected) = meta.expected_version {
             if expected != from_version {
                 return Err(DomainError::conflict("version_conflict", format!("stream `{stream}` is at version {from_version}, not {expected}: read it again and retry")).into());
             }
         }
-        let first = out.len();
-        let mut event_types = Vec::new();
-        let mut duplicates = 0;
-        let mut push = |this: &mut Self,
-                        event: &dyn PayloadEvent,
-                        occurred_at: i64|
-         -> Result<(), CommandError> {
-            let (schema_id, payload) = event.encode(registry).map_err(|e| {
-                this.dirty = true;
-                CommandError::unavailable(format!(
-                    "an event of `{stream}` does not fit its schema: {e}"
-                ))
-            })?;
-            event_types.push(event.kind());
-            out.push(NewEvent {
-                event_id: uuid::Uuid::now_v7(),
-                tenant: tenant.clone(),
-                stream: stream.clone(),
-                stream_version: from_version + event_types.len() as u64,
-                event_type: event.kind().to_owned(),
-                schema_id,
-                occurred_at,
-                actor: meta.actor.clone(),
-                causation_id: meta.command_id.clone(),
-                correlation_id: meta.correlation_id.clone(),
-                payload,
-            });
-            Ok(())
+        let status = self.tenant_status(&tenant);
+        let mut emitted = Emitted {
+            registry,
+            stream: &stream,
+            tenant: &tenant,
+            meta,
+            from_version,
+            out,
+            first: 0,
+            event_types: Vec::new(),
         };
+        emitted.first = emitted.out.len();
+        let mut duplicates = 0;
         match cmd {
-            Command::Tenancy { tenant: t, command } => {
-                annals_domain::error::check_id("tenant", &t, 64)?;
-                let mut agg = self.tenants.remove(&t).unwrap_or_default();
-                let result = handle(rt, &mut agg, command, &());
-                if agg.status != TenantStatus::Unknown {
-                    self.tenants.insert(t, agg);
-                }
-                for e in self.settle(result)? {
-                    push(self, &e, meta.occurred_at)?;
-                }
+            Command::Tenancy { command, .. } => {
+                let r = run(rt, &mut self.tenants, &stream, command, &());
+                emitted.all(self.settle(r)?, None)?;
             }
             Command::Ingest(command) => {
                 let IngestCommand::IngestSignals {
@@ -148,44 +201,178 @@ impl PartitionState {
                     source,
                     signals,
                 } = command;
-                annals_domain::error::check_id("tenant", &t, 64)?;
                 let sent = signals.len() as u64;
-                let key = (t.clone(), source.clone());
                 let limit = self
                     .tenants
-                    .get(&t)
+                    .get(&annals_domain::tenancy::stream(&t))
                     .and_then(|x| x.limits.as_ref())
                     .map_or(usize::MAX, |l| l.max_sources as usize);
+                let new_source = !self.sources.contains_key(&stream);
                 let services = IngestServices {
-                    tenant: self.tenant_status(&t),
-                    source_limit_reached: !self.sources.contains_key(&key)
+                    tenant: status,
+                    source_limit_reached: new_source
                         && self.sources_per_tenant.get(&t).copied().unwrap_or(0) >= limit,
                 };
-                let mut agg = self.sources.remove(&key).unwrap_or_default();
-                let result = handle(
+                let r = run(
                     rt,
-                    &mut agg,
+                    &mut self.sources,
+                    &stream,
                     IngestCommand::IngestSignals {
-                        tenant: t,
+                        tenant: t.clone(),
                         source,
                         signals,
                     },
                     &services,
                 );
-                let known = !agg.source.is_empty();
-                if known {
-                    *self.source_entry(key.clone()) = agg;
+                if new_source && self.sources.contains_key(&stream) {
+                    *self.sources_per_tenant.entry(t).or_default() += 1;
                 }
-                let events = self.settle(result)?;
+                let events = self.settle(r)?;
                 duplicates = sent - events.len() as u64;
                 for e in events {
                     // A signal happened at its own timestamp, not when the batch was sent.
                     let IngestEvent::SignalIngested(s) = &e;
                     let at = s.ts;
-                    push(self, &e, at)?;
+                    emitted.one(&e, Some(at))?;
                 }
             }
+            Command::Invoice {
+                invoice_id,
+                command,
+                ..
+            } => {
+                if let InvoiceCommand::OpenInvoice {
+                    tenant: ct,
+                    invoice_id: ci,
+                    ..
+                } = &command
+                {
+                    same_address("tenant", ct, &tenant)?;
+                    same_address("invoice_id", ci, &invoice_id)?;
+                }
+                let r = run(
+                    rt,
+                    &mut self.invoices,
+                    &stream,
+                    command,
+                    &InvoiceServices {
+                        tenant: status,
+                        tenant_currency: None,
+                    },
+                );
+                emitted.all(self.settle(r)?, None)?;
+            }
+            Command::Budget { month, command, .. } => {
+                if let BudgetCommand::SetBudget {
+                    tenant: ct,
+                    month: cm,
+                    ..
+                } = &command
+                {
+                    same_address("tenant", ct, &tenant)?;
+                    same_address("month", cm, &month)?;
+                }
+                let r = run(
+                    rt,
+                    &mut self.budgets,
+                    &stream,
+                    command,
+                    &BudgetServices {
+                        tenant: status,
+                        tenant_currency: None,
+                    },
+                );
+                emitted.all(self.settle(r)?, None)?;
+            }
+            Command::ModelVersion {
+                model,
+                version,
+                command,
+                ..
+            } => {
+                if let annals_domain::models::ModelVersionCommand::RegisterModelVersion {
+                    tenant: ct,
+                    model: cm,
+                    version: cv,
+                    ..
+                } = &command
+                {
+                    same_address("tenant", ct, &tenant)?;
+                    same_address("model", cm, &model)?;
+                    same_address("version", cv, &version)?;
+                }
+                let r = run(
+                    rt,
+                    &mut self.model_versions,
+                    &stream,
+                    command,
+                    &ModelVersionServices { tenant: status },
+                );
+                emitted.all(self.settle(r)?, None)?;
+            }
+            Command::Deployment {
+                model,
+                environment,
+                command,
+                ..
+            } => {
+                let named = match &command {
+                    DeploymentCommand::Deploy {
+                        tenant: ct,
+                        model: cm,
+                        environment: ce,
+                        version,
+                        ..
+                    } => {
+                        same_address("tenant", ct, &tenant)?;
+                        same_address("model", cm, &model)?;
+                        same_address("environment", ce, &environment)?;
+                        Some(version.clone())
+                    }
+                    DeploymentCommand::ShiftTraffic { version, .. }
+                    | DeploymentCommand::Promote { version } => Some(version.clone()),
+                    DeploymentCommand::Rollback { to_version } => Some(to_version.clone()),
+                    DeploymentCommand::Retire => None,
+                };
+                let version = named.as_deref().and_then(|v| {
+                    self.model_versions
+                        .get(&annals_domain::models::model_version_stream(
+                            &tenant, &model, v,
+                        ))
+                });
+                let services = DeploymentServices {
+                    tenant: status,
+                    version_registered: version.is_some_and(|v| v.registered.is_some()),
+                    version_retired: version.is_some_and(|v| v.retired),
+                };
+                let r = run(rt, &mut self.deployments, &stream, command, &services);
+                emitted.all(self.settle(r)?, None)?;
+            }
+            Command::Policy {
+                policy_id, command, ..
+            } => {
+                if let annals_domain::policy::PolicyCommand::CreatePolicy {
+                    tenant: ct,
+                    policy_id: cp,
+                    ..
+                } = &command
+                {
+                    same_address("tenant", ct, &tenant)?;
+                    same_address("policy_id", cp, &policy_id)?;
+                }
+                let r = run(
+                    rt,
+                    &mut self.policies,
+                    &stream,
+                    command,
+                    &PolicyServices { tenant: status },
+                );
+                emitted.all(self.settle(r)?, None)?;
+            }
         }
+        let Emitted {
+            first, event_types, ..
+        } = emitted;
         if !event_types.is_empty() {
             self.versions
                 .insert(stream.clone(), from_version + event_types.len() as u64);
@@ -221,31 +408,85 @@ impl PartitionState {
     }
 }
 
-/// Runs an aggregate's `handle` (which never waits on I/O) to completion.
-fn handle<A: Aggregate<Error = DomainError>>(
+/// A command's address and the same field inside the command must agree.
+fn same_address(field: &str, in_command: &str, in_address: &str) -> Result<(), DomainError> {
+    if in_command == in_address {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            field,
+            format!("`{field}` is {in_command:?} in the command but {in_address:?} in its address"),
+        ))
+    }
+}
+
+/// Runs a command on the aggregate of `stream` (a new one if the stream has no events yet);
+/// keeps the aggregate only if it exists afterwards.
+fn run<A: Aggregate<Error = DomainError>>(
     rt: &Runtime,
-    agg: &mut A,
+    map: &mut HashMap<String, A>,
+    stream: &str,
     cmd: A::Command,
     services: &A::Services,
 ) -> (Result<(), DomainError>, Vec<A::Event>) {
-    rt.block_on(async {
+    let existed = map.contains_key(stream);
+    let mut agg = map.remove(stream).unwrap_or_default();
+    let result = rt.block_on(async {
         let sink = EventSink::default();
         let result = agg.handle(cmd, services, &sink).await;
         (result, sink.collect().await)
-    })
-}
-
-/// The two things the command path needs of any context's events.
-trait PayloadEvent {
-    fn kind(&self) -> &'static str;
-    fn encode(&self, registry: &Registry) -> Result<(i32, Vec<u8>), annals_schemas::SchemaError>;
-}
-
-impl<T: Payload> PayloadEvent for T {
-    fn kind(&self) -> &'static str {
-        self.event_type()
+    });
+    if existed || !result.1.is_empty() {
+        map.insert(stream.to_owned(), agg);
     }
-    fn encode(&self, registry: &Registry) -> Result<(i32, Vec<u8>), annals_schemas::SchemaError> {
-        Payload::encode(self, registry)
+    result
+}
+
+/// Collects the encoded events of one command.
+struct Emitted<'a> {
+    registry: &'a Registry,
+    stream: &'a str,
+    tenant: &'a str,
+    meta: &'a CommandMeta,
+    from_version: u64,
+    out: &'a mut Vec<NewEvent>,
+    first: usize,
+    event_types: Vec<&'static str>,
+}
+
+impl Emitted<'_> {
+    fn all<E: Payload>(
+        &mut self,
+        events: Vec<E>,
+        occurred_at: Option<i64>,
+    ) -> Result<(), CommandError> {
+        for e in &events {
+            self.one(e, occurred_at)?;
+        }
+        Ok(())
+    }
+
+    fn one<E: Payload>(&mut self, event: &E, occurred_at: Option<i64>) -> Result<(), CommandError> {
+        let (schema_id, payload) = event.encode(self.registry).map_err(|e| {
+            CommandError::unavailable(format!(
+                "an event of `{}` does not fit its schema: {e}",
+                self.stream
+            ))
+        })?;
+        self.event_types.push(event.event_type());
+        self.out.push(NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            tenant: self.tenant.to_owned(),
+            stream: self.stream.to_owned(),
+            stream_version: self.from_version + self.event_types.len() as u64,
+            event_type: event.event_type().to_owned(),
+            schema_id,
+            occurred_at: occurred_at.unwrap_or(self.meta.occurred_at),
+            actor: self.meta.actor.clone(),
+            causation_id: self.meta.command_id.clone(),
+            correlation_id: self.meta.correlation_id.clone(),
+            payload,
+        });
+        Ok(())
     }
 }

@@ -271,3 +271,125 @@ fn many_concurrent_callers_each_get_their_own_durable_outcome() {
     });
     assert_eq!(total_events(&log), 8 + 8 * 500);
 }
+
+#[test]
+fn every_context_goes_through_the_command_path_and_survives_a_restart() {
+    use annals_domain::billing::InvoiceCommand;
+    use annals_domain::models::{DeploymentCommand, ModelVersionCommand};
+    let dir = tempfile::tempdir().unwrap();
+    let invoice = |command| Command::Invoice {
+        tenant: "acme".into(),
+        invoice_id: "inv-1".into(),
+        command,
+    };
+    let deploy = || Command::Deployment {
+        tenant: "acme".into(),
+        model: "churn".into(),
+        environment: "prod".into(),
+        command: DeploymentCommand::Deploy {
+            tenant: "acme".into(),
+            model: "churn".into(),
+            version: "v1".into(),
+            environment: "prod".into(),
+            traffic_pct: 100,
+        },
+    };
+    {
+        let (_log, engine) = start(dir.path());
+        engine
+            .execute_blocking(provision("acme"), meta("p"))
+            .unwrap();
+        let open = InvoiceCommand::OpenInvoice {
+            tenant: "acme".into(),
+            invoice_id: "inv-1".into(),
+            currency: "EUR".into(),
+            purchase_order: Some("PO-7".into()),
+            opened_at: 1,
+        };
+        engine.execute_blocking(invoice(open), meta("i1")).unwrap();
+        let line = InvoiceCommand::AddLine {
+            line_id: "l1".into(),
+            description: "signals".into(),
+            meter: "signals".into(),
+            quantity: 3,
+            unit_price_minor: 250,
+            tiers: vec![],
+        };
+        engine.execute_blocking(invoice(line), meta("i2")).unwrap();
+        // An address that disagrees with the command is refused before the aggregate sees it.
+        let wrong = Command::Invoice {
+            tenant: "acme".into(),
+            invoice_id: "inv-2".into(),
+            command: InvoiceCommand::OpenInvoice {
+                tenant: "acme".into(),
+                invoice_id: "inv-3".into(),
+                currency: "EUR".into(),
+                purchase_order: None,
+                opened_at: 1,
+            },
+        };
+        let CommandError::Refused(e) = engine.execute_blocking(wrong, meta("i3")).unwrap_err()
+        else {
+            panic!("refused")
+        };
+        assert_eq!(e.field.as_deref(), Some("invoice_id"));
+        // A deployment of an unregistered version is refused; once registered it goes through.
+        assert_eq!(
+            engine
+                .execute_blocking(deploy(), meta("d1"))
+                .unwrap_err()
+                .status(),
+            404
+        );
+        let register = ModelVersionCommand::RegisterModelVersion {
+            tenant: "acme".into(),
+            model: "churn".into(),
+            version: "v1".into(),
+            artifact_digest: format!("sha256:{}", "ab".repeat(32)),
+            metrics: [("auc".to_owned(), "0.91".to_owned())].into(),
+        };
+        engine
+            .execute_blocking(
+                Command::ModelVersion {
+                    tenant: "acme".into(),
+                    model: "churn".into(),
+                    version: "v1".into(),
+                    command: register,
+                },
+                meta("m1"),
+            )
+            .unwrap();
+        assert_eq!(
+            engine
+                .execute_blocking(deploy(), meta("d2"))
+                .unwrap()
+                .events
+                .len(),
+            1
+        );
+    }
+    // After a restart the invoice and the deployment are rebuilt from the log.
+    let (_log, engine) = start(dir.path());
+    let issued = engine
+        .execute_blocking(
+            invoice(InvoiceCommand::IssueInvoice {
+                tax_jurisdiction: "DE".into(),
+                tax_rate_bp: 1900,
+                issued_at: 2,
+            }),
+            meta("i4"),
+        )
+        .unwrap();
+    assert_eq!(
+        (issued.stream_version, issued.events[0].event_type),
+        (3, "billing.InvoiceIssued")
+    );
+    assert!(
+        engine
+            .execute_blocking(deploy(), meta("d3"))
+            .unwrap()
+            .events
+            .is_empty(),
+        "the same deployment again is a no-op"
+    );
+}

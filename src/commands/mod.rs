@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod log;
 pub mod schema;
+pub mod serve;
 pub mod verify;
 
 /// Prints a value as pretty JSON on stdout.

@@ -1,0 +1,117 @@
+//! `annals serve`: the HTTP API over the command path, until Ctrl-C or SIGTERM.
+//!
+//! Opens the log and starts the engine like `annals demo`, then hands both to `annals-api`.
+//! On a signal it stops accepting connections, drains the requests in flight, and stops the
+//! engine once their events are durable.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use annals_events::{Log, LogConfig};
+use annals_processors::Engine;
+use annals_schemas::Registry;
+
+use crate::{Context, Failure};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on (default: `[server] listen`, 127.0.0.1:7600).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
+    let server = &ctx.config.server;
+    let listen = args.listen.unwrap_or_else(|| server.listen.clone());
+    let registry = Arc::new(Registry::builtin()?);
+    let log = Arc::new(Log::open(
+        &ctx.data_dir,
+        LogConfig {
+            segment_bytes: ctx.config.log.segment_bytes,
+            ..LogConfig::default()
+        },
+    )?);
+    let topic = log.create_topic(annals_api::EVENTS_TOPIC, ctx.config.log.partitions)?;
+    let partitions = topic.partitions().len();
+    // Starting the engine blocks until every partition's aggregates are rebuilt: before the
+    // async runtime exists.
+    let engine = Arc::new(
+        Engine::start(topic, registry.clone()).map_err(|e| Failure::failed(e.to_string()))?,
+    );
+    let settings = annals_api::Settings {
+        auth: server.auth(),
+        max_body_bytes: usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX),
+        rate_per_second: server.rate_per_second,
+    };
+    if settings.auth.operator_token.is_none() && settings.auth.tokens.is_empty() {
+        tracing::warn!(
+            "no API tokens configured: only /health, /ready, /metrics and /openapi.json will answer; set [server] operator_token (or ANNALS__SERVER__OPERATOR_TOKEN) and [[server.tokens]]"
+        );
+    }
+    let state = annals_api::AppState::new(engine.clone(), log.clone(), registry, &settings);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("annals-http")
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;
+        if ctx.json {
+            super::print_json(&serde_json::json!({
+                "listen": addr.to_string(),
+                "data_dir": ctx.data_dir.display().to_string(),
+                "partitions": partitions,
+            }));
+        } else {
+            println!(
+                "annals serve: listening on http://{addr} ({}, {partitions} partitions); Ctrl-C to stop",
+                ctx.data_dir.display()
+            );
+        }
+        tracing::info!(%addr, partitions, "serving");
+        annals_api::serve(listener, state, shutdown_signal())
+            .await
+            .map_err(|e| Failure::failed(format!("the server stopped: {e}")))
+    });
+    // Let the runtime finish before the engine's workers are stopped (its last reference).
+    drop(runtime);
+    drop(engine);
+    result?;
+    if !ctx.json {
+        println!("annals serve: stopped");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
