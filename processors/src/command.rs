@@ -93,7 +93,9 @@ impl Command {
 /// Who sends a command and why: recorded in every event it causes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandMeta {
-    /// The caller's id for this command, recorded as the events' `causation_id`.
+    /// The caller's id for this command, recorded as the events' `causation_id`. A command sent
+    /// again with an id that already wrote to its stream is recognised and writes nothing
+    /// (signals are instead deduplicated one by one by their key). Use a new id for a new command.
     pub command_id: Option<String>,
     pub actor: String,
     pub correlation_id: Option<String>,
@@ -122,6 +124,8 @@ pub struct Outcome {
     pub events: Vec<Written>,
     /// Signals recognised as repeats and not written (ingest only).
     pub duplicates: u64,
+    /// The command's id had already taken effect on this stream (a retry): nothing was written.
+    pub repeated: bool,
 }
 
 /// Why a command did not go through.

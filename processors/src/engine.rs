@@ -355,6 +355,7 @@ impl Worker {
                 stream_version: d.from_version + written.len() as u64,
                 events: written,
                 duplicates: d.duplicates,
+                repeated: d.repeated,
             };
             reply.send(Ok(outcome)).ok();
         }

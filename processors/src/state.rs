@@ -31,6 +31,8 @@ pub(crate) struct Decided {
     pub first: usize,
     pub event_types: Vec<&'static str>,
     pub duplicates: u64,
+    /// The command id was seen before on this stream: nothing was decided.
+    pub repeated: bool,
 }
 
 #[derive(Default)]
@@ -44,6 +46,9 @@ pub(crate) struct PartitionState {
     deployments: HashMap<String, Deployment>,
     policies: HashMap<String, Policy>,
     versions: HashMap<String, u64>,
+    /// Per stream, the ids of the commands that wrote to it (the events' `causation_id`): a
+    /// command sent again with the same id is recognised and writes nothing.
+    commands: HashMap<String, std::collections::HashSet<String>>,
     /// An aggregate changed but its events will not be written: rebuild before deciding more.
     pub dirty: bool,
 }
@@ -129,7 +134,24 @@ impl PartitionState {
             ),
         }
         self.versions.insert(env.stream.clone(), env.stream_version);
+        if let Some(id) = &env.causation_id {
+            self.remember_command(&env.stream, id);
+        }
         Ok(())
+    }
+
+    fn remember_command(&mut self, stream: &str, id: &str) {
+        match self.commands.get_mut(stream) {
+            Some(ids) => {
+                if !ids.contains(id) {
+                    ids.insert(id.to_owned());
+                }
+            }
+            None => {
+                self.commands
+                    .insert(stream.to_owned(), std::iter::once(id.to_owned()).collect());
+            }
+        }
     }
 
     fn tenant_status(&self, tenant: &str) -> TenantStatus {
@@ -172,6 +194,24 @@ impl PartitionState {
         let tenant = cmd.tenant().to_owned();
         annals_domain::error::check_id("tenant", &tenant, 64)?;
         let from_version = self.versions.get(&stream).copied().unwrap_or(0);
+        // A command sent again with the same id already took effect. (Signals need no such
+        // check: each is deduplicated exactly by its own key.)
+        if let (Some(id), false) = (&meta.command_id, matches!(cmd, Command::Ingest(_))) {
+            if self
+                .commands
+                .get(&stream)
+                .is_some_and(|ids| ids.contains(id))
+            {
+                return Ok(Decided {
+                    stream,
+                    from_version,
+                    first: out.len(),
+                    event_types: Vec::new(),
+                    duplicates: 0,
+                    repeated: true,
+                });
+            }
+        }
         if let Some(expected) = meta.expected_version {
             if expected != from_version {
                 return Err(DomainError::conflict("version_conflict", format!("stream `{stream}` is at version {from_version}, not {expected}: read it again and retry")).into());
@@ -376,6 +416,9 @@ impl PartitionState {
         if !event_types.is_empty() {
             self.versions
                 .insert(stream.clone(), from_version + event_types.len() as u64);
+            if let Some(id) = &meta.command_id {
+                self.remember_command(&stream, id);
+            }
         }
         Ok(Decided {
             stream,
@@ -383,6 +426,7 @@ impl PartitionState {
             first,
             event_types,
             duplicates,
+            repeated: false,
         })
     }
 

@@ -185,6 +185,7 @@ fn optimistic_concurrency_per_stream() {
         tenant: "acme".into(),
         command: TenantCommand::SuspendTenant { reason: "r".into() },
     };
+    m.command_id = Some("c2".into());
     let err = engine
         .execute_blocking(suspend.clone(), m.clone())
         .unwrap_err();
@@ -392,4 +393,47 @@ fn every_context_goes_through_the_command_path_and_survives_a_restart() {
             .is_empty(),
         "the same deployment again is a no-op"
     );
+}
+
+#[test]
+fn a_command_sent_again_with_its_id_is_recognised_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let suspend = || Command::Tenancy {
+        tenant: "acme".into(),
+        command: TenantCommand::SuspendTenant {
+            reason: "unpaid".into(),
+        },
+    };
+    let reactivate = || Command::Tenancy {
+        tenant: "acme".into(),
+        command: TenantCommand::ReactivateTenant,
+    };
+    {
+        let (_log, engine) = start(dir.path());
+        engine
+            .execute_blocking(provision("acme"), meta("p1"))
+            .unwrap();
+        engine.execute_blocking(suspend(), meta("s1")).unwrap();
+        engine.execute_blocking(reactivate(), meta("r1")).unwrap();
+        // A retry of the suspension (say, after a timeout) must not suspend the tenant again.
+        let again = engine.execute_blocking(suspend(), meta("s1")).unwrap();
+        assert!(again.repeated && again.events.is_empty());
+    }
+    let (log, engine) = start(dir.path());
+    let again = engine.execute_blocking(suspend(), meta("s1")).unwrap();
+    assert!(
+        again.repeated && again.events.is_empty(),
+        "recognised from the log's causation ids"
+    );
+    assert_eq!(again.stream_version, 3);
+    // A new id is a new command.
+    assert_eq!(
+        engine
+            .execute_blocking(suspend(), meta("s2"))
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    assert_eq!(total_events(&log), 4);
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use annals_domain::golden::{self, Spec};
 use annals_domain::ingest::{IngestCommand, SignalInput};
 use annals_events::{Log, LogConfig};
-use annals_processors::{Command, CommandMeta, Engine, Outcome};
+use annals_processors::{Command, CommandMeta, Engine, Outcome, Written};
 use annals_schemas::Registry;
 
 use crate::{Context, Failure};
@@ -41,6 +41,9 @@ const IN_FLIGHT: usize = 32;
 
 #[derive(Default, serde::Serialize)]
 struct Summary {
+    /// Events of every `billing.InvoiceIssued`, to read their totals back from the log.
+    #[serde(skip)]
+    issued: Vec<Written>,
     data_dir: String,
     tenants: u32,
     commands: u64,
@@ -48,6 +51,8 @@ struct Summary {
     events_written: u64,
     events_by_type: BTreeMap<&'static str, u64>,
     duplicates_refused: u64,
+    /// Issued invoices: currency → (count, total in minor units), read back from the log.
+    invoices_issued: BTreeMap<String, (u64, i64)>,
     seconds: f64,
     events_per_s: f64,
     log_events: u64,
@@ -62,6 +67,9 @@ impl Summary {
         self.duplicates_refused += outcome.duplicates;
         for e in &outcome.events {
             *self.events_by_type.entry(e.event_type).or_default() += 1;
+            if e.event_type == "billing.InvoiceIssued" {
+                self.issued.push(e.clone());
+            }
         }
     }
 }
@@ -95,8 +103,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     )?;
     let topic = log.create_topic("events", ctx.config.log.partitions)?;
     let before: u64 = topic.partitions().iter().map(|p| p.head().next_seq).sum();
-    let engine =
-        Engine::start(topic.clone(), registry).map_err(|e| Failure::failed(e.to_string()))?;
+    let engine = Engine::start(topic.clone(), registry.clone())
+        .map_err(|e| Failure::failed(e.to_string()))?;
     if !ctx.json {
         println!(
             "annals demo: {} tenants, {} signals/day for {} day(s), seed {} -> {} ({} partitions, {} events already there)",
@@ -111,8 +119,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     }
     let started = Instant::now();
     let summary = Mutex::new(Summary::default());
+    // Command ids carry the dataset's options: run again with the same options, every command is
+    // recognised; with others, they are new commands, checked against what is there.
+    let run_id = format!(
+        "demo-s{}-t{}-n{}-d{}",
+        spec.seed, spec.tenants, spec.signals_per_day, spec.days
+    );
     let meta = |id: String, tenant: &str| CommandMeta {
-        command_id: Some(id),
+        command_id: Some(format!("{run_id}/{id}")),
         actor: "demo".into(),
         correlation_id: Some(format!("demo-{}-{tenant}", spec.seed)),
         expected_version: None,
@@ -206,7 +220,31 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     if progress {
         eprintln!();
     }
+
+    // 3. The tenants' business: budgets and usage, models rolled out, access policies and their
+    // decisions, the month's invoices. A tenant's commands go to its one partition worker in
+    // order, so they can all be in flight at once.
+    let mut pending = Vec::new();
+    for t in 0..spec.tenants {
+        let tenant = spec.tenant_id(t);
+        for (i, b) in golden::business(&spec, t).into_iter().enumerate() {
+            let cmd = business_command(&tenant, b);
+            pending.push(
+                engine
+                    .submit_blocking(cmd, meta(format!("business-{tenant}-{i}"), &tenant))
+                    .map_err(|e| Failure::failed(e.to_string()))?,
+            );
+        }
+    }
+    for p in pending {
+        record(&summary, p.wait())?;
+    }
     let seconds = started.elapsed().as_secs_f64();
+    let invoices_issued = invoice_totals(
+        &summary.lock().expect("summary lock").issued,
+        &topic,
+        &registry,
+    )?;
     let log_events: u64 = topic.partitions().iter().map(|p| p.head().next_seq).sum();
     drop(engine);
     drop(topic);
@@ -219,6 +257,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     summary.seconds = seconds;
     summary.events_per_s = summary.events_written as f64 / seconds.max(1e-9);
     summary.log_events = log_events;
+    summary.invoices_issued = invoices_issued;
     summary.verified = report.ok;
     summary.verify_mb_per_s = report.mb_per_s;
     if ctx.json {
@@ -270,7 +309,13 @@ fn print_summary(s: &Summary, report: &annals_events::verify::VerifyReport, ctx:
     }
     if s.events_written == 0 {
         println!(
-            "  nothing new: this data dir already held the dataset, and every command is idempotent by its key"
+            "  nothing new: this data dir already held the dataset, and every command is recognised by its id or key"
+        );
+    }
+    for (currency, (n, total)) in &s.invoices_issued {
+        println!(
+            "  invoices issued in {currency}: {n}, totalling {} {currency} (tax included)",
+            major(*total)
         );
     }
     println!(
@@ -294,4 +339,87 @@ fn print_summary(s: &Summary, report: &annals_events::verify::VerifyReport, ctx:
     println!(
         "next: annals --data-dir {d} log stat   |   annals --data-dir {d} log tail -n 5   |   annals --data-dir {d} verify"
     );
+}
+
+/// A golden business command, addressed to its tenant.
+fn business_command(tenant: &str, b: golden::Business) -> Command {
+    let tenant = tenant.to_owned();
+    match b {
+        golden::Business::Budget { month, command } => Command::Budget {
+            tenant,
+            month,
+            command,
+        },
+        golden::Business::Invoice {
+            invoice_id,
+            command,
+        } => Command::Invoice {
+            tenant,
+            invoice_id,
+            command,
+        },
+        golden::Business::ModelVersion {
+            model,
+            version,
+            command,
+        } => Command::ModelVersion {
+            tenant,
+            model,
+            version,
+            command,
+        },
+        golden::Business::Deployment {
+            model,
+            environment,
+            command,
+        } => Command::Deployment {
+            tenant,
+            model,
+            environment,
+            command,
+        },
+        golden::Business::Policy { policy_id, command } => Command::Policy {
+            tenant,
+            policy_id,
+            command,
+        },
+    }
+}
+
+/// Reads each issued invoice back from the log: currency → (count, total in minor units).
+fn invoice_totals(
+    issued: &[Written],
+    topic: &annals_events::Topic,
+    registry: &Registry,
+) -> Result<BTreeMap<String, (u64, i64)>, Failure> {
+    let mut totals: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    for w in issued {
+        let env = topic
+            .partition(w.partition)?
+            .reader(w.seq)
+            .next()?
+            .ok_or_else(|| {
+                Failure::failed(format!(
+                    "issued invoice at partition {} seq {} is not in the log",
+                    w.partition, w.seq
+                ))
+            })?;
+        let payload = registry.decode_json(env.schema_id, &env.payload)?;
+        let currency = payload["currency"].as_str().unwrap_or("?").to_owned();
+        let total = payload["total_minor"].as_i64().unwrap_or(0);
+        let entry = totals.entry(currency).or_default();
+        entry.0 += 1;
+        entry.1 += total;
+    }
+    Ok(totals)
+}
+
+/// Minor units as major units with two decimals (every currency of the dataset has two).
+fn major(minor: i64) -> String {
+    format!(
+        "{}{}.{:02}",
+        if minor < 0 { "-" } else { "" },
+        (minor / 100).abs(),
+        (minor % 100).abs()
+    )
 }
