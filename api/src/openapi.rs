@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{history, ops, signals, tenants};
+use crate::routes::{billing, history, models, ops, policy, signals, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,27 @@ use crate::routes::{history, ops, signals, tenants};
         tenants::archive,
         signals::ingest,
         history::stream,
+        billing::open_invoice,
+        billing::add_line,
+        billing::apply_credit,
+        billing::issue_invoice,
+        billing::pay_invoice,
+        billing::void_invoice,
+        billing::set_budget,
+        billing::record_usage,
+        models::register_version,
+        models::retire_version,
+        models::deploy,
+        models::shift_traffic,
+        models::promote,
+        models::rollback,
+        models::retire_deployment,
+        policy::create,
+        policy::change,
+        policy::activate,
+        policy::rollback,
+        policy::record_decision,
+        policy::dry_run,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -30,6 +51,9 @@ use crate::routes::{history, ops, signals, tenants};
         (name = "tenancy", description = "Tenants and their lifecycle (operator token)"),
         (name = "ingest", description = "Signals (scope `signals:write`)"),
         (name = "audit", description = "History (scope `audit:read`)"),
+        (name = "billing", description = "Invoices and monthly budgets (scope `billing:write`)"),
+        (name = "models", description = "Model versions and deployments (scope `models:write`)"),
+        (name = "policy", description = "Access policies, recorded decisions and dry runs (scope `policy:admin`)"),
     )
 )]
 pub struct ApiDoc;

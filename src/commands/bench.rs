@@ -16,6 +16,8 @@ pub enum BenchCommand {
     Log(LogArgs),
     /// Signals through the in-process command path (aggregates, dedupe, schemas, durable log).
     Commands(CommandArgs),
+    /// Signals through the HTTP API on loopback (the `annals serve` stack in this process).
+    Serve(super::bench_serve::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -93,6 +95,7 @@ pub fn run(ctx: &Context, cmd: BenchCommand) -> Result<ExitCode, Failure> {
     let args = match cmd {
         BenchCommand::Log(args) => args,
         BenchCommand::Commands(args) => return run_commands(ctx, args),
+        BenchCommand::Serve(args) => return super::bench_serve::run(ctx, args),
     };
     if args.partitions == 0 || args.batch == 0 || args.events == 0 {
         return Err(Failure::usage(
@@ -274,7 +277,8 @@ fn sha256_speed() -> f64 {
     (n * 8192) as f64 / 1e6 / started.elapsed().as_secs_f64()
 }
 
-fn tempdir_in(parent: &std::path::Path) -> Result<PathBuf, Failure> {
+/// A fresh scratch folder under `parent` for a benchmark's log.
+pub(super) fn tempdir_in(parent: &std::path::Path) -> Result<PathBuf, Failure> {
     let dir = parent.join(format!(
         "annals-bench-{}-{}",
         std::process::id(),

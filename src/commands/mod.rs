@@ -1,6 +1,7 @@
 //! One module per top-level command.
 
 pub mod bench;
+pub mod bench_serve;
 pub mod demo;
 pub mod log;
 pub mod schema;

@@ -41,7 +41,13 @@ fn demo_then_stat_tail_and_verify() {
         .iter()
         .map(|r| r["events"].as_u64().unwrap())
         .sum();
-    assert_eq!(events, 2 * 31);
+    let v = annals(dir.path(), &["--data-dir", "data", "verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(report["events"], events, "stat and verify agree");
+    assert!(
+        events > 2 * 31,
+        "2 tenants and 60 signals, plus their billing, models and policies"
+    );
     let tail = annals(
         dir.path(),
         &["--data-dir", "data", "log", "tail", "-n", "5", "--json"],
@@ -72,7 +78,6 @@ fn demo_then_stat_tail_and_verify() {
     assert!(v.status.success());
     let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(report["ok"], true);
-    assert_eq!(report["events"], 62);
 }
 
 #[test]
@@ -95,7 +100,7 @@ fn the_demo_run_twice_adds_nothing() {
     assert!(again.status.success(), "{}", stderr(&again));
     let s: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(s["events_written"], 0);
-    assert_eq!(s["log_events"], 62);
+    assert!(s["log_events"].as_u64().unwrap() > 62);
     assert_eq!(
         s["duplicates_refused"], 62,
         "every signal, retries included, is recognised"
