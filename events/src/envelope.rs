@@ -6,6 +6,8 @@
 
 use crate::avro::{Cursor, DecodeError, put_bytes, put_long, put_opt_str};
 use crate::chain::{self, Hash};
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 /// Largest payload a single event may carry.
@@ -14,20 +16,23 @@ const MAX_NAME_BYTES: usize = 512;
 
 /// An event as a command produced it, before the log gives it a position.
 #[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The text fields are shared (`Arc<str>`): the events of one command, or of one batch, carry the
+/// same tenant, stream, type and actor, and cloning them must not allocate.
 pub struct NewEvent {
     pub event_id: Uuid,
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Aggregate type and id, `<type>/<id>`.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// 1-based version of the stream this event brings it to.
     pub stream_version: u64,
-    pub event_type: String,
+    pub event_type: Arc<str>,
     pub schema_id: i32,
     /// Microseconds since the Unix epoch, from the command.
     pub occurred_at: i64,
-    pub actor: String,
-    pub causation_id: Option<String>,
-    pub correlation_id: Option<String>,
+    pub actor: Arc<str>,
+    pub causation_id: Option<Arc<str>>,
+    pub correlation_id: Option<Arc<str>>,
     /// Avro binary written with `schema_id`.
     pub payload: Vec<u8>,
 }

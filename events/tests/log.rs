@@ -11,14 +11,14 @@ use proptest::prelude::*;
 fn event(tenant: &str, n: u64, payload_len: usize) -> NewEvent {
     NewEvent {
         event_id: uuid::Uuid::now_v7(),
-        tenant: tenant.to_owned(),
-        stream: format!("ingest.Source/{tenant}"),
+        tenant: tenant.into(),
+        stream: format!("ingest.Source/{tenant}").into(),
         stream_version: n + 1,
         event_type: "ingest.SignalIngested".into(),
         schema_id: 6,
         occurred_at: 1_700_000_000_000_000 + n as i64,
         actor: "test".into(),
-        causation_id: (n % 2 == 0).then(|| format!("cmd-{n}")),
+        causation_id: (n % 2 == 0).then(|| format!("cmd-{n}").into()),
         correlation_id: None,
         payload: (0..payload_len).map(|i| (i as u64 ^ n) as u8).collect(),
     }
@@ -70,7 +70,7 @@ proptest! {
                 prop_assert_eq!(got.prev_hash, prev);
                 prop_assert_eq!(&got.payload, &ev.payload);
                 prop_assert_eq!(got.event_id, ev.event_id);
-                prop_assert_eq!(&got.causation_id, &ev.causation_id);
+                prop_assert_eq!(got.causation_id.as_deref(), ev.causation_id.as_deref());
                 prev = got.hash;
             }
             prop_assert!(r.next().unwrap().is_none());
@@ -319,7 +319,7 @@ fn invalid_batches_write_nothing() {
     let topic = log.create_topic("events", 1).unwrap();
     let p = &topic.partitions()[0];
     let mut bad = event("", 1, 10);
-    bad.tenant.clear();
+    bad.tenant = "".into();
     let err = p.append_blocking(vec![event("a", 0, 10), bad]).unwrap_err();
     assert!(err.to_string().contains("tenant"), "{err}");
     assert_eq!(p.head().next_seq, 0);

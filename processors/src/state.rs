@@ -2,6 +2,7 @@
 //! each decision. Every context the command path decides is listed here, top to bottom.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use annals_domain::billing::{
     Budget, BudgetCommand, BudgetEvent, BudgetServices, Invoice, InvoiceCommand, InvoiceEvent,
@@ -218,15 +219,23 @@ impl PartitionState {
             }
         }
         let status = self.tenant_status(&tenant);
+        let shared = Shared {
+            tenant: tenant.as_str().into(),
+            stream: stream.as_str().into(),
+            actor: meta.actor.as_str().into(),
+            causation_id: meta.command_id.as_deref().map(Arc::from),
+            correlation_id: meta.correlation_id.as_deref().map(Arc::from),
+        };
         let mut emitted = Emitted {
             registry,
             stream: &stream,
-            tenant: &tenant,
-            meta,
             from_version,
             out,
             first: 0,
             event_types: Vec::new(),
+            occurred_at: meta.occurred_at,
+            shared,
+            last_type: None,
         };
         emitted.first = emitted.out.len();
         let mut duplicates = 0;
@@ -490,12 +499,23 @@ fn run<A: Aggregate<Error = DomainError>>(
 struct Emitted<'a> {
     registry: &'a Registry,
     stream: &'a str,
-    tenant: &'a str,
-    meta: &'a CommandMeta,
     from_version: u64,
     out: &'a mut Vec<NewEvent>,
     first: usize,
     event_types: Vec<&'static str>,
+    occurred_at: i64,
+    /// The text every event of the command shares, allocated once.
+    shared: Shared,
+    /// The last event type's shared text (a command's events are mostly of one type).
+    last_type: Option<(&'static str, Arc<str>)>,
+}
+
+struct Shared {
+    tenant: Arc<str>,
+    stream: Arc<str>,
+    actor: Arc<str>,
+    causation_id: Option<Arc<str>>,
+    correlation_id: Option<Arc<str>>,
 }
 
 impl Emitted<'_> {
@@ -517,18 +537,27 @@ impl Emitted<'_> {
                 self.stream
             ))
         })?;
-        self.event_types.push(event.event_type());
+        let kind = event.event_type();
+        self.event_types.push(kind);
+        let event_type = match &self.last_type {
+            Some((k, shared)) if *k == kind => shared.clone(),
+            _ => {
+                let shared: Arc<str> = kind.into();
+                self.last_type = Some((kind, shared.clone()));
+                shared
+            }
+        };
         self.out.push(NewEvent {
             event_id: uuid::Uuid::now_v7(),
-            tenant: self.tenant.to_owned(),
-            stream: self.stream.to_owned(),
+            tenant: self.shared.tenant.clone(),
+            stream: self.shared.stream.clone(),
             stream_version: self.from_version + self.event_types.len() as u64,
-            event_type: event.event_type().to_owned(),
+            event_type,
             schema_id,
-            occurred_at: occurred_at.unwrap_or(self.meta.occurred_at),
-            actor: self.meta.actor.clone(),
-            causation_id: self.meta.command_id.clone(),
-            correlation_id: self.meta.correlation_id.clone(),
+            occurred_at: occurred_at.unwrap_or(self.occurred_at),
+            actor: self.shared.actor.clone(),
+            causation_id: self.shared.causation_id.clone(),
+            correlation_id: self.shared.correlation_id.clone(),
             payload,
         });
         Ok(())

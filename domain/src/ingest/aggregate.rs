@@ -242,6 +242,8 @@ impl Aggregate for Source {
                 ),
             ));
         }
+        // Room for the new keys up front (capacity only, not state).
+        self.seen.reserve(signals.len());
         for s in signals {
             // `apply` records the key, so a repeat later in the same batch is a duplicate too.
             if self

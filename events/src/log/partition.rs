@@ -342,8 +342,8 @@ impl Partition {
         let bytes = events
             .iter()
             .map(|e| {
-                let ids = e.causation_id.as_ref().map_or(0, String::len)
-                    + e.correlation_id.as_ref().map_or(0, String::len);
+                let ids = e.causation_id.as_ref().map_or(0, |s| s.len())
+                    + e.correlation_id.as_ref().map_or(0, |s| s.len());
                 e.payload.len()
                     + e.stream.len()
                     + e.tenant.len()
@@ -635,7 +635,6 @@ struct Writer {
     last_hash: Hash,
     last_recorded_at: i64,
     buf: Vec<u8>,
-    body: Vec<u8>,
     new_index: Vec<IndexEntry>,
     poisoned: Option<String>,
 }
@@ -680,7 +679,6 @@ impl Writer {
             last_hash: head.last_hash,
             last_recorded_at: head.last_recorded_at,
             buf: Vec::with_capacity(1 << 20),
-            body: Vec::with_capacity(4096),
             new_index: Vec::new(),
             poisoned: None,
         })
@@ -749,11 +747,6 @@ impl Writer {
             let mut acks = Vec::with_capacity(req.events.len());
             for (i, ev) in req.events.iter().enumerate() {
                 let seq = self.next_seq;
-                self.body.clear();
-                ev.at(now, id, seq, &self.last_hash)
-                    .encode_without_hash(&mut self.body);
-                let hash = chain::event_hash(id, seq, &self.last_hash, &self.body);
-                self.body.extend_from_slice(&hash);
                 let pos = self.seg_len + self.buf.len() as u64;
                 if self
                     .last_index_pos
@@ -766,8 +759,15 @@ impl Writer {
                     });
                     self.last_index_pos = Some(pos);
                 }
-                let commit_end = i + 1 == req.events.len();
-                segment::put_frame(&mut self.buf, &self.body, commit_end);
+                // The frame is built in place: header space, body, hash, then the header.
+                let frame = self.buf.len();
+                self.buf.extend_from_slice(&[0; segment::FRAME_OVERHEAD]);
+                ev.at(now, id, seq, &self.last_hash)
+                    .encode_without_hash(&mut self.buf);
+                let body = frame + segment::FRAME_OVERHEAD;
+                let hash = chain::event_hash(id, seq, &self.last_hash, &self.buf[body..]);
+                self.buf.extend_from_slice(&hash);
+                segment::seal_frame(&mut self.buf[frame..], i + 1 == req.events.len());
                 acks.push(Appended {
                     event_id: ev.event_id,
                     partition: id,

@@ -34,11 +34,20 @@ pub const COMMIT_END: u32 = 1 << 31;
 
 /// Appends one frame around `body` to `out`.
 pub fn put_frame(out: &mut Vec<u8>, body: &[u8], commit_end: bool) {
+    let at = out.len();
+    out.extend_from_slice(&[0; FRAME_OVERHEAD]);
+    out.extend_from_slice(body);
+    seal_frame(&mut out[at..], commit_end);
+}
+
+/// Fills in the header of a frame whose body is already in place: `frame` is the header's
+/// `FRAME_OVERHEAD` bytes followed by the body.
+pub fn seal_frame(frame: &mut [u8], commit_end: bool) {
+    let (head, body) = frame.split_at_mut(FRAME_OVERHEAD);
     let len = (body.len() as u32 | if commit_end { COMMIT_END } else { 0 }).to_le_bytes();
     let crc = crc32c::crc32c_append(crc32c::crc32c(&len), body);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(body);
+    head[..4].copy_from_slice(&len);
+    head[4..].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Base seqs of the segments in a partition folder, ascending.

@@ -33,7 +33,7 @@ fn main() {
             .map(|k| NewEvent {
                 event_id: uuid::Uuid::now_v7(),
                 tenant: "crash".into(),
-                stream: format!("crash.Stream/{i}"),
+                stream: format!("crash.Stream/{i}").into(),
                 stream_version: k + 1,
                 event_type: "crash.Appended".into(),
                 schema_id: 0,
