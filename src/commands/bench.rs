@@ -363,32 +363,39 @@ fn measure_commands(dir: &std::path::Path, args: &CommandArgs) -> Result<Command
     }
     let commands = args.signals.div_ceil(args.batch as u64);
     let senders = 2u64;
+    // The commands are built before the clock starts: the figure is the command path's, not the
+    // cost of making test data.
+    let mut batches: Vec<Vec<Command>> = (0..senders).map(|_| Vec::new()).collect();
+    for c in 0..commands {
+        let t = (c % u64::from(args.tenants)) as u32;
+        let first = c * args.batch as u64;
+        let n = (args.batch as u64).min(args.signals - first);
+        let signals = (first..first + n)
+            .map(|i| SignalInput {
+                signal_id: format!("sig-{i}"),
+                ts: 1_767_225_600_000_000 + i as i64,
+                attributes: [("metric".to_owned(), "latency".to_owned())].into(),
+                value: Some(i as f64),
+                unit: Some("ms".into()),
+            })
+            .collect();
+        let cmd = Command::Ingest(IngestCommand::IngestSignals {
+            tenant: tenant(t),
+            source: "web".into(),
+            signals,
+        });
+        batches[(c % senders) as usize].push(cmd);
+    }
     let started = Instant::now();
     let latencies: Vec<f64> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..senders)
-            .map(|k| {
-                let (engine, tenant, meta) = (&engine, &tenant, &meta);
+            .zip(std::mem::take(&mut batches))
+            .map(|(_, mine)| {
+                let (engine, meta) = (&engine, &meta);
                 s.spawn(move || -> Result<Vec<f64>, Failure> {
                     let mut lat = Vec::new();
                     let mut pending = std::collections::VecDeque::new();
-                    for c in (k..commands).step_by(senders as usize) {
-                        let t = (c % u64::from(args.tenants)) as u32;
-                        let first = c * args.batch as u64;
-                        let n = (args.batch as u64).min(args.signals - first);
-                        let signals = (first..first + n)
-                            .map(|i| SignalInput {
-                                signal_id: format!("sig-{i}"),
-                                ts: 1_767_225_600_000_000 + i as i64,
-                                attributes: [("metric".to_owned(), "latency".to_owned())].into(),
-                                value: Some(i as f64),
-                                unit: Some("ms".into()),
-                            })
-                            .collect();
-                        let cmd = Command::Ingest(IngestCommand::IngestSignals {
-                            tenant: tenant(t),
-                            source: "web".into(),
-                            signals,
-                        });
+                    for cmd in mine {
                         pending.push_back((
                             Instant::now(),
                             engine
