@@ -14,5 +14,7 @@ pub mod command;
 pub mod engine;
 mod state;
 
+pub use state::PartitionState;
+
 pub use command::{Command, CommandError, CommandMeta, Outcome, Written};
 pub use engine::{Engine, EngineStats};

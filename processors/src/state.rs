@@ -1,7 +1,7 @@
 //! One partition's aggregates in memory, keyed by stream: rebuilt from the log, then advanced by
 //! each decision. Every context the command path decides is listed here, top to bottom.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use annals_domain::billing::{
@@ -36,8 +36,10 @@ pub(crate) struct Decided {
     pub repeated: bool,
 }
 
+/// The aggregates of one partition, keyed by stream, as the events of the log make them. The
+/// command path decides with it; replay rebuilds it to a bound and takes its digest.
 #[derive(Default)]
-pub(crate) struct PartitionState {
+pub struct PartitionState {
     tenants: HashMap<String, Tenant>,
     sources: HashMap<String, Source>,
     sources_per_tenant: HashMap<String, usize>,
@@ -51,7 +53,7 @@ pub(crate) struct PartitionState {
     /// command sent again with the same id is recognised and writes nothing.
     commands: HashMap<String, std::collections::HashSet<String>>,
     /// An aggregate changed but its events will not be written: rebuild before deciding more.
-    pub dirty: bool,
+    pub(crate) dirty: bool,
 }
 
 /// Applies a stored event to the aggregate of its stream.
@@ -80,7 +82,12 @@ impl PartitionState {
         Ok(state)
     }
 
-    fn apply_stored(&mut self, env: &Envelope, registry: &Registry) -> Result<(), CommandError> {
+    /// Applies one stored event (decoded and upcast by the registry) to its aggregate.
+    pub fn apply_stored(
+        &mut self,
+        env: &Envelope,
+        registry: &Registry,
+    ) -> Result<(), CommandError> {
         let fail = |e: String| {
             CommandError::Unavailable(format!("partition {} seq {}: {e}", env.partition, env.seq))
         };
@@ -155,6 +162,39 @@ impl PartitionState {
         }
     }
 
+    /// Every aggregate whose stream passes `keep`, as canonical JSON: stream → `{"version",
+    /// "state"}`, in stream order with object keys sorted, so equal states serialise equally.
+    pub fn snapshot(&self, keep: impl Fn(&str) -> bool) -> BTreeMap<String, serde_json::Value> {
+        fn add<A: serde::Serialize>(
+            out: &mut BTreeMap<String, serde_json::Value>,
+            versions: &HashMap<String, u64>,
+            map: &HashMap<String, A>,
+            keep: &dyn Fn(&str) -> bool,
+        ) {
+            for (stream, agg) in map {
+                if keep(stream) {
+                    let state = serde_json::to_value(agg)
+                        .unwrap_or_else(|e| serde_json::json!({ "unserialisable": e.to_string() }));
+                    let version = versions.get(stream).copied().unwrap_or(0);
+                    out.insert(
+                        stream.clone(),
+                        serde_json::json!({ "version": version, "state": state }),
+                    );
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        let v = &self.versions;
+        add(&mut out, v, &self.tenants, &keep);
+        add(&mut out, v, &self.sources, &keep);
+        add(&mut out, v, &self.invoices, &keep);
+        add(&mut out, v, &self.budgets, &keep);
+        add(&mut out, v, &self.model_versions, &keep);
+        add(&mut out, v, &self.deployments, &keep);
+        add(&mut out, v, &self.policies, &keep);
+        out
+    }
+
     fn tenant_status(&self, tenant: &str) -> TenantStatus {
         self.tenants
             .get(&annals_domain::tenancy::stream(tenant))
@@ -164,7 +204,7 @@ impl PartitionState {
     /// Decides one command, appending its events (encoded, not yet positioned) to `out`. A
     /// command that fails leaves nothing in `out`; if its aggregate had already changed, the
     /// state is marked for a rebuild.
-    pub fn decide(
+    pub(crate) fn decide(
         &mut self,
         rt: &Runtime,
         cmd: Command,
