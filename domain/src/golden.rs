@@ -400,7 +400,7 @@ pub fn business(spec: &Spec, t: u32) -> Vec<Business> {
         tenant: tenant.clone(),
         invoice_id: invoice_id.clone(),
         currency: currency.into(),
-        purchase_order: (t % 2 == 0).then(|| format!("PO-{}", 4100 + t)),
+        purchase_order: t.is_multiple_of(2).then(|| format!("PO-{}", 4100 + t)),
         opened_at: START_MICROS,
     }));
     let storage_gb = 10 * (i64::from(t) + 1);

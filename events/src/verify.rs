@@ -221,7 +221,7 @@ pub fn verify_partition(
             .map_err(LogError::reading(&path))?
             .len();
         let index = std::fs::read(segment::index_path(&path)).unwrap_or_default();
-        if index.len() % INDEX_ENTRY_LEN != 0 {
+        if !index.len().is_multiple_of(INDEX_ENTRY_LEN) {
             report.fault = Some(fault(
                 seq,
                 0,
@@ -316,17 +316,17 @@ pub fn verify_partition(
                 }
             }
         }
-        if report.fault.is_none() {
-            if let Some((iseq, ipos, _)) = next_entry.filter(|_| !(is_last && writer_active)) {
-                report.fault = Some(fault(
-                    iseq,
-                    ipos,
-                    "index",
-                    format!(
-                        "index entry (seq {iseq}, byte {ipos}) points past the last record; delete the .idx file and reopen the log to rebuild it"
-                    ),
-                ));
-            }
+        if report.fault.is_none()
+            && let Some((iseq, ipos, _)) = next_entry.filter(|_| !(is_last && writer_active))
+        {
+            report.fault = Some(fault(
+                iseq,
+                ipos,
+                "index",
+                format!(
+                    "index entry (seq {iseq}, byte {ipos}) points past the last record; delete the .idx file and reopen the log to rebuild it"
+                ),
+            ));
         }
         report.bytes += body_end;
         if report.fault.is_some() {

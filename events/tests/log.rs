@@ -18,7 +18,7 @@ fn event(tenant: &str, n: u64, payload_len: usize) -> NewEvent {
         schema_id: 6,
         occurred_at: 1_700_000_000_000_000 + n as i64,
         actor: "test".into(),
-        causation_id: (n % 2 == 0).then(|| format!("cmd-{n}").into()),
+        causation_id: n.is_multiple_of(2).then(|| format!("cmd-{n}").into()),
         correlation_id: None,
         payload: (0..payload_len).map(|i| (i as u64 ^ n) as u8).collect(),
     }

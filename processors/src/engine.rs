@@ -249,10 +249,10 @@ impl Worker {
                 }
             }
             if jobs.is_empty() {
-                if let Some(f) = in_flight.take() {
-                    if self.finish(f).is_err() {
-                        state = self.recover(partition);
-                    }
+                if let Some(f) = in_flight.take()
+                    && self.finish(f).is_err()
+                {
+                    state = self.recover(partition);
                 }
                 continue;
             }

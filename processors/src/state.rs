@@ -237,26 +237,25 @@ impl PartitionState {
         let from_version = self.versions.get(&stream).copied().unwrap_or(0);
         // A command sent again with the same id already took effect. (Signals need no such
         // check: each is deduplicated exactly by its own key.)
-        if let (Some(id), false) = (&meta.command_id, matches!(cmd, Command::Ingest(_))) {
-            if self
+        if let (Some(id), false) = (&meta.command_id, matches!(cmd, Command::Ingest(_)))
+            && self
                 .commands
                 .get(&stream)
                 .is_some_and(|ids| ids.contains(id))
-            {
-                return Ok(Decided {
-                    stream,
-                    from_version,
-                    first: out.len(),
-                    event_types: Vec::new(),
-                    duplicates: 0,
-                    repeated: true,
-                });
-            }
+        {
+            return Ok(Decided {
+                stream,
+                from_version,
+                first: out.len(),
+                event_types: Vec::new(),
+                duplicates: 0,
+                repeated: true,
+            });
         }
-        if let Some(expected) = meta.expected_version {
-            if expected != from_version {
-                return Err(DomainError::conflict("version_conflict", format!("stream `{stream}` is at version {from_version}, not {expected}: read it again and retry")).into());
-            }
+        if let Some(expected) = meta.expected_version
+            && expected != from_version
+        {
+            return Err(DomainError::conflict("version_conflict", format!("stream `{stream}` is at version {from_version}, not {expected}: read it again and retry")).into());
         }
         let status = self.tenant_status(&tenant);
         let shared = Shared {

@@ -87,7 +87,10 @@ struct Request {
 }
 
 /// An append handed to the writer, not yet known to be durable.
-pub struct PendingAppend(Option<oneshot::Receiver<Result<Vec<Appended>, LogError>>>);
+pub struct PendingAppend(Option<AckReceiver>);
+
+/// Where an append's acknowledgements (or its error) arrive.
+type AckReceiver = oneshot::Receiver<Result<Vec<Appended>, LogError>>;
 
 impl PendingAppend {
     /// Waits until the batch is durable and returns its acknowledgements.
@@ -110,10 +113,10 @@ impl Drop for Partition {
     fn drop(&mut self) {
         // Closing the queue lets the writer finish what is queued, then exit.
         self.tx.take();
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!(topic = %self.shared.topic, partition = self.shared.id, "partition writer panicked");
-            }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!(topic = %self.shared.topic, partition = self.shared.id, "partition writer panicked");
         }
     }
 }
@@ -327,14 +330,7 @@ impl Partition {
     fn request(
         &self,
         events: Vec<NewEvent>,
-    ) -> Result<
-        (
-            &mpsc::Sender<Request>,
-            Request,
-            oneshot::Receiver<Result<Vec<Appended>, LogError>>,
-        ),
-        LogError,
-    > {
+    ) -> Result<(&mpsc::Sender<Request>, Request, AckReceiver), LogError> {
         let tx = self.tx.as_ref().ok_or(LogError::ReadOnly)?;
         for e in &events {
             e.validate()?;
@@ -492,14 +488,14 @@ fn scan_segment(
                     ));
                     break;
                 }
-                if let Some((prev, _)) = out.last {
-                    if prev != *env.prev_hash {
-                        out.corrupt = Some((
-                            env.seq,
-                            "prev_hash does not link to the previous event".into(),
-                        ));
-                        break;
-                    }
+                if let Some((prev, _)) = out.last
+                    && prev != *env.prev_hash
+                {
+                    out.corrupt = Some((
+                        env.seq,
+                        "prev_hash does not link to the previous event".into(),
+                    ));
+                    break;
                 }
                 if last_index_pos.is_none_or(|l| pos - l >= interval) {
                     out.entries.push(IndexEntry {

@@ -46,7 +46,9 @@ impl Reader {
         Ok(Some(env))
     }
 
-    /// The next event, or `None` when the reader has caught up.
+    /// The next event, or `None` when the reader has caught up. (Not `Iterator::next`: a
+    /// reader that has caught up is not finished, and reading can fail.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Envelope>, LogError> {
         Ok(self.next_ref()?.map(|e| e.to_owned()))
     }

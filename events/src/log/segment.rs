@@ -56,12 +56,11 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(stem) = name.strip_suffix(".seg") {
-            if stem.len() == 20 {
-                if let Ok(base) = stem.parse::<u64>() {
-                    bases.push(base);
-                }
-            }
+        if let Some(stem) = name.strip_suffix(".seg")
+            && stem.len() == 20
+            && let Ok(base) = stem.parse::<u64>()
+        {
+            bases.push(base);
         }
     }
     bases.sort_unstable();
