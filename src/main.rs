@@ -40,8 +40,23 @@ enum Command {
     Demo(commands::demo::Args),
     /// Serve the HTTP API (commands, history, health, metrics) until Ctrl-C or SIGTERM.
     Serve(commands::serve::Args),
-    /// Check every partition: CRC, chain links, hashes, seq contiguity, indexes.
+    /// Check every partition: CRC, chain links, hashes, seq contiguity, indexes, and every
+    /// checkpoint's root and signature.
     Verify(commands::verify::Args),
+    /// Sign the Merkle root of each partition and append the checkpoint to it.
+    Checkpoint(commands::checkpoint::Args),
+    /// Print a JSON proof: an event's inclusion in a signed checkpoint, or (--consistency)
+    /// that a later checkpoint extends an earlier one.
+    Prove(commands::prove::ProveArgs),
+    /// Check a proof offline with the log's public key alone.
+    VerifyProof(commands::prove::VerifyProofArgs),
+    /// The checkpoint-signing key.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
+    /// Rebuild aggregate state as of a bound (head, a seq, a time) and print its digest.
+    Replay(commands::replay::Args),
+    /// One aggregate's events with who, when and why.
+    History(commands::history::Args),
     /// Inspect the log.
     #[command(subcommand)]
     Log(commands::log::LogCommand),
@@ -108,6 +123,12 @@ pub struct Context {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, stop quietly when the reader of our output goes away
+    // (`annals log tail | head`), instead of failing on the broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -137,6 +158,12 @@ fn main() -> ExitCode {
         Command::Demo(a) => commands::demo::run(&ctx, a),
         Command::Serve(a) => commands::serve::run(&ctx, a),
         Command::Verify(a) => commands::verify::run(&ctx, a),
+        Command::Checkpoint(a) => commands::checkpoint::run(&ctx, a),
+        Command::Prove(a) => commands::prove::prove(&ctx, a),
+        Command::VerifyProof(a) => commands::prove::verify_proof(&ctx, a),
+        Command::Keys(c) => commands::keys::run(&ctx, c),
+        Command::Replay(a) => commands::replay::run(&ctx, a),
+        Command::History(a) => commands::history::run(&ctx, a),
         Command::Log(c) => commands::log::run(&ctx, c),
         Command::Schema(c) => commands::schema::run(&ctx, c),
         Command::Bench(c) => commands::bench::run(&ctx, c),

@@ -471,6 +471,13 @@ fn realistic_payloads() -> Vec<(&'static str, serde_json::Value)> {
             "request": {"subject": {"role": "analyst", "scopes": ["signals:read"]}, "resource": {"tenant": "acme", "classification": "internal"}, "action": "read"},
             "version": 2, "decision": "allow", "matched_rule": "analysts-read", "decided_at": 1_741_957_200_000_000_i64}),
         ),
+        (
+            "audit.CheckpointSigned",
+            json!({"log_id": "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4", "topic": "events", "partition": 3,
+            "tree_size": 1_250_000, "root_hash": "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+            "timestamp": 1_743_465_600_000_000_i64, "signature": "9c".repeat(64),
+            "public_key": "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"}),
+        ),
     ]
 }
 

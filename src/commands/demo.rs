@@ -56,6 +56,7 @@ struct Summary {
     seconds: f64,
     events_per_s: f64,
     log_events: u64,
+    checkpoints_signed: u64,
     verified: bool,
     verify_mb_per_s: f64,
 }
@@ -245,6 +246,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         &topic,
         &registry,
     )?;
+    // 4. Sign a checkpoint of every partition (its Merkle root), appended to the log itself, so
+    // an auditor can get a proof for any event right away.
+    let (key, _) =
+        annals_audit::CheckpointKey::load_or_create(&annals_audit::default_key_path(&ctx.data_dir))
+            .map_err(|e| Failure::failed(e.to_string()))?;
+    let checkpoints = annals_audit::Checkpointer::new(&key, &registry)
+        .checkpoint_topic(&log, "events")
+        .map_err(|e| Failure::failed(e.to_string()))?
+        .len() as u64;
     let log_events: u64 = topic.partitions().iter().map(|p| p.head().next_seq).sum();
     drop(engine);
     drop(topic);
@@ -258,6 +268,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     summary.events_per_s = summary.events_written as f64 / seconds.max(1e-9);
     summary.log_events = log_events;
     summary.invoices_issued = invoices_issued;
+    summary.checkpoints_signed = checkpoints;
     summary.verified = report.ok;
     summary.verify_mb_per_s = report.mb_per_s;
     if ctx.json {
@@ -335,9 +346,30 @@ fn print_summary(s: &Summary, report: &annals_events::verify::VerifyReport, ctx:
         report.bytes as f64 / 1e6,
         report.mb_per_s
     );
+    if s.checkpoints_signed > 0 {
+        println!(
+            "audit: {} signed checkpoint(s) of the partitions' Merkle roots appended to the log",
+            s.checkpoints_signed
+        );
+    }
     let d = ctx.data_dir.display();
+    println!("next:");
     println!(
-        "next: annals --data-dir {d} log stat   |   annals --data-dir {d} log tail -n 5   |   annals --data-dir {d} verify"
+        "  annals --data-dir {d} log stat                      topics, partitions, head hashes"
+    );
+    println!("  annals --data-dir {d} log tail -n 5                 the latest events, decoded");
+    println!("  annals --data-dir {d} history billing.Invoice/tenant-000/INV-2026-01-000");
+    println!(
+        "  annals --data-dir {d} replay --tenant tenant-000           state rebuilt from the log, with its digest"
+    );
+    println!(
+        "  annals --data-dir {d} verify                        the whole chain and every checkpoint"
+    );
+    println!(
+        "  annals --data-dir {d} prove EVENT_ID > proof.json && annals --data-dir {d} keys public --out key.pub"
+    );
+    println!(
+        "  annals verify-proof proof.json --key key.pub        offline, with the public key alone"
     );
 }
 

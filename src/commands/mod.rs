@@ -2,8 +2,13 @@
 
 pub mod bench;
 pub mod bench_serve;
+pub mod checkpoint;
 pub mod demo;
+pub mod history;
+pub mod keys;
 pub mod log;
+pub mod prove;
+pub mod replay;
 pub mod schema;
 pub mod serve;
 pub mod verify;

@@ -1,0 +1,100 @@
+//! `annals prove EVENT_ID`, `annals prove --consistency OLD NEW` and
+//! `annals verify-proof FILE --key KEY` (the offline verifier: `annals-proof` only).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use annals_audit::prove::{CheckpointRef, prove_consistency, prove_inclusion};
+use annals_events::Log;
+use annals_schemas::Registry;
+
+use super::checkpoint::audit_failure;
+use crate::{Context, Failure};
+
+#[derive(clap::Args)]
+pub struct ProveArgs {
+    /// The event to prove (its event id).
+    #[arg(
+        required_unless_present = "consistency",
+        conflicts_with = "consistency"
+    )]
+    event_id: Option<String>,
+    /// Prove that checkpoint NEW extends checkpoint OLD; each is topic/partition/tree_size
+    /// (as `annals checkpoint` prints) or the checkpoint event's id.
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+    consistency: Option<Vec<String>>,
+    /// Write the proof to this file instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn prove(ctx: &Context, args: ProveArgs) -> Result<ExitCode, Failure> {
+    let registry = Registry::builtin()?;
+    let log = Log::open_read_only(&ctx.data_dir)?;
+    let doc = match (&args.event_id, &args.consistency) {
+        (Some(id), _) => {
+            let id = uuid::Uuid::parse_str(id)
+                .map_err(|_| Failure::usage(format!("`{id}` is not an event id (a UUID)")))?;
+            prove_inclusion(&log, &registry, id)
+                .map_err(audit_failure)?
+                .to_json()
+        }
+        (None, Some(refs)) => {
+            let old: CheckpointRef = refs[0].parse().map_err(audit_failure)?;
+            let new: CheckpointRef = refs[1].parse().map_err(audit_failure)?;
+            prove_consistency(&log, &registry, &old, &new)
+                .map_err(audit_failure)?
+                .to_json()
+        }
+        (None, None) => return Err(Failure::usage("give an EVENT_ID or --consistency OLD NEW")),
+    };
+    let text = serde_json::to_string_pretty(&doc).expect("serialisable");
+    match &args.out {
+        Some(path) => std::fs::write(path, format!("{text}\n"))
+            .map_err(|e| Failure::failed(format!("cannot write {}: {e}", path.display())))?,
+        None => println!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct VerifyProofArgs {
+    /// The proof (JSON, as `annals prove` writes it).
+    file: PathBuf,
+    /// The log's public key file (64 hex digits or base64), from `annals keys public --out`.
+    #[arg(long)]
+    key: PathBuf,
+}
+
+/// Checks a proof offline with the public key alone: exit 0, or 1 naming what failed.
+pub fn verify_proof(ctx: &Context, args: VerifyProofArgs) -> Result<ExitCode, Failure> {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))
+    };
+    let key = annals_proof::PublicKey::parse(&read(&args.key)?)
+        .map_err(|e| Failure::usage(format!("{}: {e}", args.key.display())))?;
+    match annals_proof::verify_document(&read(&args.file)?, &key) {
+        Ok(verified) => {
+            if ctx.json {
+                super::print_json(
+                    &serde_json::json!({"ok": true, "verified": verified.to_string()}),
+                );
+            } else {
+                println!("OK {verified}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if ctx.json {
+                super::print_json(
+                    &serde_json::json!({"ok": false, "failed": e.what, "detail": e.detail}),
+                );
+            }
+            Err(Failure::failed(format!(
+                "proof rejected: {e} ({})",
+                args.file.display()
+            )))
+        }
+    }
+}
