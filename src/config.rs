@@ -12,6 +12,32 @@ pub struct Config {
     pub log: LogSection,
     pub read_models: ReadModels,
     pub server: Server,
+    pub audit: Audit,
+}
+
+/// `[audit]`: signed checkpoints of the log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// `annals serve` signs a checkpoint of every partition once this many events were appended
+    /// since the last one…
+    pub checkpoint_every_events: u64,
+    /// …or this many seconds passed with new events, whichever comes first (and once more on
+    /// shutdown).
+    pub checkpoint_every_seconds: u64,
+    /// The ed25519 signing key (default: `keys/checkpoint.ed25519` in the data dir, created on
+    /// first use).
+    pub key: Option<PathBuf>,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            checkpoint_every_events: 10_000,
+            checkpoint_every_seconds: 60,
+            key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -177,6 +203,12 @@ impl Config {
 
     /// Checks values before anything opens a file or a connection.
     pub fn validate(&self) -> Result<(), String> {
+        if self.audit.checkpoint_every_events == 0 || self.audit.checkpoint_every_seconds == 0 {
+            return Err(
+                "[audit] checkpoint_every_events and checkpoint_every_seconds must be at least 1"
+                    .into(),
+            );
+        }
         if !(1..=4096).contains(&self.log.partitions) {
             return Err(format!(
                 "[log] partitions = {} is out of range: use 1 to 4096",

@@ -48,6 +48,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
             "no API tokens configured: only /health, /ready, /metrics and /openapi.json will answer; set [server] operator_token (or ANNALS__SERVER__OPERATOR_TOKEN) and [[server.tokens]]"
         );
     }
+    let checkpoints = Checkpoints::start(ctx, log.clone(), registry.clone())?;
     let state = annals_api::AppState::new(engine.clone(), log.clone(), registry, &settings);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,6 +82,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     // Let the runtime finish before the engine's workers are stopped (its last reference).
     drop(runtime);
     drop(engine);
+    checkpoints.stop();
     result?;
     if !ctx.json {
         println!("annals serve: stopped");
@@ -113,5 +115,86 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+/// Signs checkpoints of every partition on the `[audit]` cadence, on its own thread, and once
+/// more when the server stops, so every acknowledged event can be proved.
+struct Checkpoints {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpoints {
+    fn start(
+        ctx: &Context,
+        log: Arc<Log>,
+        registry: Arc<Registry>,
+    ) -> Result<Checkpoints, Failure> {
+        let audit = &ctx.config.audit;
+        let path = audit
+            .key
+            .clone()
+            .unwrap_or_else(|| annals_audit::default_key_path(&ctx.data_dir));
+        let (key, _) = annals_audit::CheckpointKey::load_or_create(&path)
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        let every_events = audit.checkpoint_every_events;
+        let every = std::time::Duration::from_secs(audit.checkpoint_every_seconds);
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("annals-checkpoints".into())
+            .spawn(move || {
+                let mut checkpointer = annals_audit::Checkpointer::new(&key, &registry);
+                let appended = |log: &Log| {
+                    log.topic(annals_api::EVENTS_TOPIC)
+                        .map(|t| {
+                            t.partitions()
+                                .iter()
+                                .map(|p| p.head().next_seq)
+                                .sum::<u64>()
+                        })
+                        .unwrap_or(0)
+                };
+                let mut last_count = appended(&log);
+                let mut last_time = std::time::Instant::now();
+                loop {
+                    let (lock, cvar) = &*signal;
+                    let stopped = {
+                        let guard = lock.lock().expect("checkpoint stop lock");
+                        let (guard, _) = cvar
+                            .wait_timeout(guard, std::time::Duration::from_secs(1))
+                            .expect("checkpoint stop lock");
+                        *guard
+                    };
+                    let count = appended(&log);
+                    let due = count.saturating_sub(last_count) >= every_events
+                        || (count > last_count && last_time.elapsed() >= every);
+                    if due || stopped {
+                        match checkpointer.checkpoint_topic(&log, annals_api::EVENTS_TOPIC) {
+                            Ok(made) => {
+                                tracing::info!(checkpoints = made.len(), "signed checkpoints")
+                            }
+                            Err(e) => tracing::error!(error = %e, "cannot sign checkpoints"),
+                        }
+                        last_count = appended(&log);
+                        last_time = std::time::Instant::now();
+                    }
+                    if stopped {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Failure::failed(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpoints { stop, thread })
+    }
+
+    fn stop(self) {
+        let (lock, cvar) = &*self.stop;
+        *lock.lock().expect("checkpoint stop lock") = true;
+        cvar.notify_all();
+        if self.thread.join().is_err() {
+            tracing::error!("the checkpoint thread panicked");
+        }
     }
 }
