@@ -105,14 +105,16 @@ impl PartitionState {
                 }
             }
             Some("ingest") => {
-                if let Some(e) = IngestEvent::from_json(t, json()?) {
+                if t == "ingest.SignalIngested" {
+                    let e =
+                        IngestEvent::decode(registry, env.schema_id, &env.payload).map_err(fail)?;
                     if !self.sources.contains_key(s) {
                         *self
                             .sources_per_tenant
                             .entry(env.tenant.clone())
                             .or_default() += 1;
                     }
-                    apply_to(&mut self.sources, s, e.map_err(fail)?);
+                    apply_to(&mut self.sources, s, e);
                 }
             }
             Some("billing") => {

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use annals_events::{Log, LogError};
+use annals_events::{Log, LogError, Partition};
 use annals_processors::PartitionState;
 use annals_schemas::Registry;
 use serde::Serialize;
@@ -68,44 +68,39 @@ pub fn replay(log: &Log, registry: &Registry, what: &Replay) -> Result<Replayed,
     let started = Instant::now();
     let topic = log.topic(&what.topic)?;
     let tenant_partition = what.tenant.as_deref().map(|t| topic.partition_for(t).id());
+    // Partitions are independent: each is replayed on its own thread, up to one per core.
+    let selected: Vec<_> = topic
+        .partitions()
+        .iter()
+        .filter(|p| tenant_partition.is_none_or(|tp| tp == p.id()))
+        .filter(|p| !matches!(what.until, Until::Seq { partition, .. } if partition != p.id()))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(selected.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = selected.get(i) else { break };
+                    let r = replay_partition(p, registry, what);
+                    results.lock().expect("results lock").push(r);
+                }
+            });
+        }
+    });
     let mut positions = BTreeMap::new();
     let mut events = 0u64;
     let mut aggregates = BTreeMap::new();
-    for p in topic.partitions() {
-        if tenant_partition.is_some_and(|tp| tp != p.id()) {
-            continue;
-        }
-        let end = match what.until {
-            Until::Head => p.head().next_seq,
-            Until::Seq { partition, seq } if partition == p.id() => {
-                (seq + 1).min(p.head().next_seq)
-            }
-            Until::Seq { .. } => continue,
-            Until::Time(t) => p.seq_at_time(t)?,
-        };
-        let mut state = PartitionState::default();
-        let mut reader = p.reader(0);
-        while reader.position() < end {
-            let Some(env) = reader.next()? else { break };
-            if what.tenant.as_deref().is_some_and(|t| t != env.tenant)
-                || what.stream.as_deref().is_some_and(|s| s != env.stream)
-            {
-                continue;
-            }
-            state
-                .apply_stored(&env, registry)
-                .map_err(|e| ReplayError::Apply(e.to_string()))?;
-            events += 1;
-        }
-        positions.insert(p.id(), reader.position());
-        let keep = |stream: &str| {
-            what.stream.as_deref().is_none_or(|s| s == stream)
-                && what
-                    .tenant
-                    .as_deref()
-                    .is_none_or(|t| stream_tenant(stream) == Some(t))
-        };
-        aggregates.extend(state.snapshot(keep));
+    for r in results.into_inner().expect("results lock") {
+        let (partition, position, applied, state) = r?;
+        positions.insert(partition, position);
+        events += applied;
+        aggregates.extend(state);
     }
     if let (Until::Seq { partition, .. }, true) = (what.until, positions.is_empty()) {
         return Err(ReplayError::Usage(format!(
@@ -119,6 +114,47 @@ pub fn replay(log: &Log, registry: &Registry, what: &Replay) -> Result<Replayed,
         seconds: started.elapsed().as_secs_f64(),
         aggregates,
     })
+}
+
+/// One partition's replay: (partition, position reached, events applied, its aggregates).
+type PartitionReplay = (u32, u64, u64, BTreeMap<String, serde_json::Value>);
+
+fn replay_partition(
+    p: &Partition,
+    registry: &Registry,
+    what: &Replay,
+) -> Result<PartitionReplay, ReplayError> {
+    let end = match what.until {
+        Until::Head | Until::Seq { .. } => p.head().next_seq,
+        Until::Time(t) => p.seq_at_time(t)?,
+    };
+    let end = match what.until {
+        Until::Seq { seq, .. } => (seq + 1).min(end),
+        _ => end,
+    };
+    let mut state = PartitionState::default();
+    let mut reader = p.reader(0);
+    let mut events = 0;
+    while reader.position() < end {
+        let Some(env) = reader.next()? else { break };
+        if what.tenant.as_deref().is_some_and(|t| t != env.tenant)
+            || what.stream.as_deref().is_some_and(|s| s != env.stream)
+        {
+            continue;
+        }
+        state
+            .apply_stored(&env, registry)
+            .map_err(|e| ReplayError::Apply(e.to_string()))?;
+        events += 1;
+    }
+    let keep = |stream: &str| {
+        what.stream.as_deref().is_none_or(|s| s == stream)
+            && what
+                .tenant
+                .as_deref()
+                .is_none_or(|t| stream_tenant(stream) == Some(t))
+    };
+    Ok((p.id(), reader.position(), events, state.snapshot(keep)))
 }
 
 /// SHA-256 of the canonical JSON of a state (keys sorted, no whitespace).
