@@ -102,8 +102,9 @@ pub struct Server {
     pub tokens: Vec<TokenConfig>,
     /// Request bodies larger than this are refused with 413 (default 16 MiB).
     pub max_body_bytes: u64,
-    /// Signals each tenant may send per second through the API; the burst is one second's
-    /// worth. Over it, 429 with `Retry-After` (default 200000).
+    /// Signals per second a tenant may send through the API when it has no
+    /// `limits.rate_per_second` of its own; the burst is one second's worth. Over it, 429 with
+    /// `Retry-After` (default 200000).
     pub rate_per_second: u64,
 }
 

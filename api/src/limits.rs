@@ -34,16 +34,26 @@ impl RateLimiter {
     }
 
     /// Takes `cost` tokens from `tenant`'s bucket, or says after how many seconds to retry.
-    pub fn take(&self, tenant: &str, cost: u64) -> Result<(), u64> {
-        self.take_at(tenant, cost, Instant::now())
+    /// `rate` is the tenant's own limit when known (else the configured default).
+    pub fn take(&self, tenant: &str, rate: Option<u64>, cost: u64) -> Result<(), u64> {
+        self.take_at_rate(
+            tenant,
+            rate.map_or(self.rate, |r| r.max(1) as f64),
+            cost,
+            Instant::now(),
+        )
     }
 
+    #[cfg(test)]
     fn take_at(&self, tenant: &str, cost: u64, now: Instant) -> Result<(), u64> {
-        let capacity = self.rate;
+        self.take_at_rate(tenant, self.rate, cost, now)
+    }
+
+    fn take_at_rate(&self, tenant: &str, rate: f64, cost: u64, now: Instant) -> Result<(), u64> {
+        let capacity = rate;
         let cost = cost as f64;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_IDLE_BUCKETS && !buckets.contains_key(tenant) {
-            let rate = self.rate;
             buckets.retain(|_, b| {
                 b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < capacity
             });
@@ -53,14 +63,14 @@ impl RateLimiter {
             last: now,
         });
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.rate).min(capacity);
+        b.tokens = (b.tokens + elapsed * rate).min(capacity);
         b.last = now;
         if b.tokens >= cost || (cost > capacity && b.tokens >= capacity) {
             b.tokens -= cost;
             return Ok(());
         }
         let missing = cost.min(capacity) - b.tokens;
-        Err(((missing / self.rate).ceil() as u64).max(1))
+        Err(((missing / rate).ceil() as u64).max(1))
     }
 }
 

@@ -460,8 +460,12 @@ async fn refused_requests_write_nothing_and_say_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_over_the_tenant_rate_get_429_with_retry_after() {
-    let s = start_with(3, MAX_BODY).await;
-    s.provision("acme").await;
+    // The tenant's own limit (3 signals/s) applies, not the server's default.
+    let s = start_with(1_000_000, MAX_BODY).await;
+    let mut body = provision_body("acme");
+    body["limits"]["rate_per_second"] = json!(3);
+    let (status, answer) = s.post("/v1/tenants", OPERATOR, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
     let batch = |from: i64| {
         json!([
             signal("web", "a", from),

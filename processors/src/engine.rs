@@ -35,6 +35,8 @@ struct Job {
 /// Counters of the command path, for metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Each tenant's `limits.rate_per_second`, as the workers' aggregates have it.
+    pub tenant_rates: std::sync::RwLock<std::collections::HashMap<String, u64>>,
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
     pub events: AtomicU64,
@@ -177,6 +179,16 @@ impl Engine {
         &self.topic
     }
 
+    /// A tenant's own limit of signals per second (`limits.rate_per_second`), if it exists.
+    pub fn tenant_rate(&self, tenant: &str) -> Option<u64> {
+        self.stats
+            .tenant_rates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            .copied()
+    }
+
     pub fn stats(&self) -> EngineStats {
         let s = &self.stats;
         EngineStats {
@@ -231,6 +243,7 @@ impl Worker {
                 return;
             }
         };
+        self.publish_rates(&state);
         ready.send(Ok(())).ok();
         let mut in_flight: Option<InFlight> = None;
         loop {
@@ -281,6 +294,12 @@ impl Worker {
                         job.reply.send(Err(e)).ok();
                     }
                 }
+            }
+            if decided.iter().any(|(_, d)| {
+                d.stream.starts_with(annals_domain::tenancy::STREAM_TYPE)
+                    && !d.event_types.is_empty()
+            }) {
+                self.publish_rates(&state);
             }
             let append = if events.is_empty() {
                 Ok(None)
@@ -360,6 +379,18 @@ impl Worker {
             reply.send(Ok(outcome)).ok();
         }
         Ok(())
+    }
+
+    /// Shares this partition's tenants' rate limits with the engine's callers.
+    fn publish_rates(&self, state: &PartitionState) {
+        let mut rates = self
+            .stats
+            .tenant_rates
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        for (tenant, rate) in state.tenant_rates() {
+            rates.insert(tenant.to_owned(), rate);
+        }
     }
 
     /// Rebuilds the partition's aggregates from what the log durably holds.

@@ -197,6 +197,14 @@ impl PartitionState {
         out
     }
 
+    /// The tenants of this partition and their `limits.rate_per_second`.
+    pub fn tenant_rates(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.tenants.iter().filter_map(|(stream, t)| {
+            let rate = u64::try_from(t.limits.as_ref()?.rate_per_second).ok()?;
+            Some((stream.strip_prefix("tenancy.Tenant/")?, rate))
+        })
+    }
+
     fn tenant_status(&self, tenant: &str) -> TenantStatus {
         self.tenants
             .get(&annals_domain::tenancy::stream(tenant))

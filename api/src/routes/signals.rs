@@ -66,12 +66,13 @@ pub async fn ingest(
         .with_field("If-Match"));
     }
     let count: usize = by_source.iter().map(|(_, s)| s.len()).sum();
-    if let Err(secs) = state.inner.rate.take(&tenant, count as u64) {
+    let tenant_rate = state.inner.engine.tenant_rate(&tenant);
+    if let Err(secs) = state.inner.rate.take(&tenant, tenant_rate, count as u64) {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!(
-                "tenant `{tenant}` is over its rate of signals per second ([server] rate_per_second); retry after {secs} s"
+                "tenant `{tenant}` is over its rate of signals per second (its limits.rate_per_second, or [server] rate_per_second); retry after {secs} s"
             ),
         );
         e.retry_after = Some(secs);
