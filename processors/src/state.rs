@@ -16,7 +16,7 @@ use annals_domain::models::{
 use annals_domain::policy::{Policy, PolicyEvent, PolicyServices};
 use annals_domain::tenancy::{Tenant, TenantEvent, TenantStatus};
 use annals_domain::{DomainError, Payload};
-use annals_events::{Envelope, NewEvent, Partition};
+use annals_events::{EnvelopeRef, NewEvent, Partition};
 use annals_schemas::Registry;
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
@@ -76,7 +76,7 @@ impl PartitionState {
     ) -> Result<PartitionState, CommandError> {
         let mut state = PartitionState::default();
         let mut reader = partition.reader(0);
-        while let Some(env) = reader.next().map_err(CommandError::unavailable)? {
+        while let Some(env) = reader.next_ref().map_err(CommandError::unavailable)? {
             state.apply_stored(&env, registry)?;
         }
         Ok(state)
@@ -85,14 +85,14 @@ impl PartitionState {
     /// Applies one stored event (decoded and upcast by the registry) to its aggregate.
     pub fn apply_stored(
         &mut self,
-        env: &Envelope,
+        env: &EnvelopeRef<'_>,
         registry: &Registry,
     ) -> Result<(), CommandError> {
         let fail = |e: String| {
             CommandError::Unavailable(format!("partition {} seq {}: {e}", env.partition, env.seq))
         };
-        let t = env.event_type.as_str();
-        let s = env.stream.as_str();
+        let t = env.event_type;
+        let s = env.stream;
         let json = || {
             registry
                 .decode_json(env.schema_id, &env.payload)
@@ -111,7 +111,7 @@ impl PartitionState {
                     if !self.sources.contains_key(s) {
                         *self
                             .sources_per_tenant
-                            .entry(env.tenant.clone())
+                            .entry(env.tenant.to_owned())
                             .or_default() += 1;
                     }
                     apply_to(&mut self.sources, s, e);
@@ -143,9 +143,14 @@ impl PartitionState {
                 "not an event of a context the command path decides"
             ),
         }
-        self.versions.insert(env.stream.clone(), env.stream_version);
-        if let Some(id) = &env.causation_id {
-            self.remember_command(&env.stream, id);
+        match self.versions.get_mut(s) {
+            Some(v) => *v = env.stream_version,
+            None => {
+                self.versions.insert(s.to_owned(), env.stream_version);
+            }
+        }
+        if let Some(id) = env.causation_id {
+            self.remember_command(s, id);
         }
         Ok(())
     }

@@ -136,7 +136,7 @@ fn replay_partition(
     let mut reader = p.reader(0);
     let mut events = 0;
     while reader.position() < end {
-        let Some(env) = reader.next()? else { break };
+        let Some(env) = reader.next_ref()? else { break };
         if what.tenant.as_deref().is_some_and(|t| t != env.tenant)
             || what.stream.as_deref().is_some_and(|s| s != env.stream)
         {
