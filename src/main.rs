@@ -48,8 +48,11 @@ enum Command {
     /// Print a JSON proof: an event's inclusion in a signed checkpoint, or (--consistency)
     /// that a later checkpoint extends an earlier one.
     Prove(commands::prove::ProveArgs),
-    /// Check a proof offline with the log's public key alone.
+    /// Check a proof, or (--bundle) an evidence bundle, offline with the log's public key alone.
     VerifyProof(commands::prove::VerifyProofArgs),
+    /// Write an evidence bundle: a tenant's events of a period (by `recorded_at`, the log's
+    /// clock), their inclusion proofs, the checkpoint, the public key and a README, as a tar.
+    Evidence(commands::evidence::Args),
     /// The checkpoint-signing key.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
@@ -57,6 +60,9 @@ enum Command {
     Replay(commands::replay::Args),
     /// One aggregate's events with who, when and why.
     History(commands::history::Args),
+    /// The read models built from the log: status, catch up now, rebuild.
+    #[command(subcommand)]
+    Projections(commands::projections::ProjectionsCommand),
     /// Inspect the log.
     #[command(subcommand)]
     Log(commands::log::LogCommand),
@@ -161,9 +167,11 @@ fn main() -> ExitCode {
         Command::Checkpoint(a) => commands::checkpoint::run(&ctx, a),
         Command::Prove(a) => commands::prove::prove(&ctx, a),
         Command::VerifyProof(a) => commands::prove::verify_proof(&ctx, a),
+        Command::Evidence(a) => commands::evidence::run(&ctx, a),
         Command::Keys(c) => commands::keys::run(&ctx, c),
         Command::Replay(a) => commands::replay::run(&ctx, a),
         Command::History(a) => commands::history::run(&ctx, a),
+        Command::Projections(c) => commands::projections::run(&ctx, c),
         Command::Log(c) => commands::log::run(&ctx, c),
         Command::Schema(c) => commands::schema::run(&ctx, c),
         Command::Bench(c) => commands::bench::run(&ctx, c),

@@ -2,8 +2,9 @@
 //!
 //! Owns: the RFC 9162 Merkle tree over each partition's event hashes as the log holds them,
 //! signed checkpoints appended to the partition they cover ([`checkpoint`]), inclusion and
-//! consistency proofs generated from the log ([`prove`]), the checkpoint checks of
-//! `annals verify` ([`check`]) and the checkpoint-signing key in the data dir ([`key`]).
+//! consistency proofs generated from the log ([`prove`]), evidence bundles of a tenant's events
+//! with their proofs ([`evidence`]), the checkpoint checks of `annals verify` ([`check`]) and the
+//! checkpoint-signing key in the data dir ([`key`]).
 //!
 //! Must not: define the hashing, the signed text or the proof format — those belong to
 //! `annals-proof`, the small crate an auditor verifies with, so that what this crate produces
@@ -17,6 +18,7 @@
 
 pub mod check;
 pub mod checkpoint;
+pub mod evidence;
 pub mod key;
 pub mod prove;
 
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 
 pub use check::{CheckpointFault, CheckpointReport, verify_checkpoints};
 pub use checkpoint::{Checkpointer, MadeCheckpoint, make_checkpoint};
+pub use evidence::{Evidence, EvidenceRequest, collect_evidence};
 pub use key::{CheckpointKey, data_dir_public_key, default_key_path, public_key_path};
 pub use prove::{CheckpointRef, prove_consistency, prove_inclusion};
 
@@ -59,6 +62,17 @@ pub enum AuditError {
         partition: u32,
         seq: u64,
     },
+    #[error(
+        "{count} event(s) of tenant {tenant} in the period (from seq {first_seq} of {topic}/{partition}) are not covered by a checkpoint yet (the latest covers seq 0..{covered}); run `annals checkpoint` first, or `annals evidence --checkpoint`"
+    )]
+    NotCovered {
+        tenant: String,
+        topic: String,
+        partition: u32,
+        count: usize,
+        first_seq: u64,
+        covered: u64,
+    },
     #[error("no checkpoint {0} in this log")]
     NoCheckpoint(String),
     #[error("{0}")]
@@ -90,6 +104,7 @@ impl AuditError {
             ),
             AuditError::NoEvent(_)
             | AuditError::NotCheckpointed { .. }
+            | AuditError::NotCovered { .. }
             | AuditError::NoCheckpoint(_)
             | AuditError::BadReference(_)
             | AuditError::Key { .. } => true,

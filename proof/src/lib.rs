@@ -4,7 +4,8 @@
 //! hashes, generation and verification of inclusion and consistency proofs ([`merkle`]);
 //! recomputing an annals event's chain hash from its canonical envelope bytes ([`event`]);
 //! signed checkpoints and their ed25519 public key ([`checkpoint`]); the JSON proof documents
-//! and their verification ([`proof`]).
+//! and their verification ([`proof`]); evidence bundles — a tenant's events of a period with
+//! their proofs in one ustar archive, read by a small reader of its own — ([`bundle`]).
 //!
 //! Must not: depend on any other annals crate, do I/O, or need an async runtime. Its only
 //! dependencies are `sha2`, `ed25519-dalek` (verification only), `serde_json` and `hex`, so
@@ -24,12 +25,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod event;
 mod json;
 pub mod merkle;
 pub mod proof;
 
+pub use bundle::{BundleError, BundleSummary, Manifest, verify_bundle};
 pub use checkpoint::{Checkpoint, PublicKey, checkpoint_message};
 pub use merkle::{EMPTY_ROOT, Frontier, Hash, leaf_hash, node_hash};
 pub use proof::{ConsistencyProof, InclusionProof, Proof, ProvenEvent, Verified, verify_document};

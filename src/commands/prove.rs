@@ -1,5 +1,6 @@
 //! `annals prove EVENT_ID`, `annals prove --consistency OLD NEW` and
-//! `annals verify-proof FILE --key KEY` (the offline verifier: `annals-proof` only).
+//! `annals verify-proof FILE --key KEY` and `annals verify-proof --bundle BUNDLE --key KEY` (the
+//! offline verifier: `annals-proof` only).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,7 +61,12 @@ pub fn prove(ctx: &Context, args: ProveArgs) -> Result<ExitCode, Failure> {
 #[derive(clap::Args)]
 pub struct VerifyProofArgs {
     /// The proof (JSON, as `annals prove` writes it).
-    file: PathBuf,
+    #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
+    file: Option<PathBuf>,
+    /// Check an evidence bundle (as `annals evidence` writes it) instead: its manifest, every
+    /// event, proof and checkpoint in it.
+    #[arg(long, value_name = "BUNDLE_TAR")]
+    bundle: Option<PathBuf>,
     /// The log's public key file (64 hex digits or base64), from `annals keys public --out`.
     #[arg(long)]
     key: PathBuf,
@@ -74,7 +80,12 @@ pub fn verify_proof(ctx: &Context, args: VerifyProofArgs) -> Result<ExitCode, Fa
     };
     let key = annals_proof::PublicKey::parse(&read(&args.key)?)
         .map_err(|e| Failure::usage(format!("{}: {e}", args.key.display())))?;
-    match annals_proof::verify_document(&read(&args.file)?, &key) {
+    let file = match (&args.file, &args.bundle) {
+        (_, Some(bundle)) => return verify_bundle(ctx, bundle, &key),
+        (Some(file), None) => file,
+        (None, None) => return Err(Failure::usage("give a proof FILE or --bundle BUNDLE_TAR")),
+    };
+    match annals_proof::verify_document(&read(file)?, &key) {
         Ok(verified) => {
             if ctx.json {
                 super::print_json(
@@ -93,7 +104,50 @@ pub fn verify_proof(ctx: &Context, args: VerifyProofArgs) -> Result<ExitCode, Fa
             }
             Err(Failure::failed(format!(
                 "proof rejected: {e} ({})",
-                args.file.display()
+                file.display()
+            )))
+        }
+    }
+}
+
+/// `verify-proof --bundle`: the whole bundle offline; one `OK` line, or exit 1 naming the first
+/// file that failed and why.
+fn verify_bundle(
+    ctx: &Context,
+    path: &std::path::Path,
+    key: &annals_proof::PublicKey,
+) -> Result<ExitCode, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+    match annals_proof::verify_bundle(&bytes, key) {
+        Ok(s) => {
+            if ctx.json {
+                super::print_json(&serde_json::json!({
+                    "ok": true,
+                    "events": s.events,
+                    "tenant": s.tenant,
+                    "topic": s.topic,
+                    "partition": s.partition,
+                    "from": annals_proof::bundle::format_micros(s.from),
+                    "to": annals_proof::bundle::format_micros(s.to),
+                    "checkpoints": s.checkpoints,
+                    "log_id": s.log_id,
+                    "verified": s.to_string(),
+                }));
+            } else {
+                println!("OK bundle {}: {s}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if ctx.json {
+                super::print_json(&serde_json::json!({
+                    "ok": false, "file": e.file, "failed": e.error.what, "detail": e.error.detail,
+                }));
+            }
+            Err(Failure::failed(format!(
+                "bundle rejected: {e} ({})",
+                path.display()
             )))
         }
     }

@@ -1,0 +1,25 @@
+//! annals-projections: read models built from the log.
+//!
+//! Owns: the projection runtime ([`runtime`]: the [`Projection`] trait, batches applied with
+//! their position in the same transaction, catch-up, status, rebuild, digests), the stores
+//! ([`store`]: SQLite embedded under `<data-dir>/read-models/`, PostgreSQL through `sqlx`,
+//! tenant-scoped sessions under row-level security) and the read models themselves
+//! ([`current_state`]).
+//!
+//! Must not: decide commands or have side effects beyond its own tables: projections are pure
+//! functions of (read-model state, event).
+
+pub mod current_state;
+pub mod runtime;
+pub mod store;
+
+pub use current_state::CurrentState;
+pub use runtime::{
+    BatchOutcome, CatchUp, DEFAULT_BATCH, DomainEvent, PartitionStatus, Projection,
+    ProjectionError, Status, TableSpec, apply_batch, apply_in, catch_up, digest, dump, dump_in,
+    migrate, positions, read_batch, rebuild, status,
+};
+pub use store::{Backend, BackendKind, READER_ROLE, Store, StoreError, Tx, Value};
+
+/// Names of the projections this build has.
+pub const PROJECTIONS: &[&str] = &[CurrentState::NAME];

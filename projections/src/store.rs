@@ -1,0 +1,485 @@
+//! Where read models live: SQLite (embedded, `<data-dir>/read-models/current.sqlite`) or
+//! PostgreSQL, both through `sqlx`. Projections write through a [`Tx`] with one SQL dialect
+//! (`$1` placeholders, `BIGINT`/`TEXT` columns, `INSERT … ON CONFLICT … DO UPDATE`), which both
+//! backends accept, so a projection is written once.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row};
+
+/// The NOLOGIN role tenant-scoped sessions switch to on PostgreSQL: it may only read, and
+/// row-level security shows it the rows of `annals.tenant` only.
+pub const READER_ROLE: &str = "annals_reader";
+
+/// Failures of a read-model store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{context}: {source}")]
+    Db {
+        context: String,
+        source: sqlx::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn db(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+        let context = context.into();
+        move |source| StoreError::Db { context, source }
+    }
+
+    /// The database could not be reached or went away (the caller may retry later).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Db {
+                source: sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed,
+                ..
+            }
+        )
+    }
+}
+
+/// Which database a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Sqlite => "sqlite",
+            BackendKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where to open a store.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// An SQLite file (created if missing).
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL URL, and optionally the schema to use (created if missing; default: the
+    /// role's default `search_path`, normally `public`). Tests use one schema each.
+    Postgres { url: String, schema: Option<String> },
+}
+
+impl Backend {
+    /// The embedded default: `<data-dir>/read-models/current.sqlite`.
+    pub fn embedded(data_dir: &Path) -> Backend {
+        Backend::Sqlite {
+            path: data_dir.join("read-models").join("current.sqlite"),
+        }
+    }
+
+    /// Where the store is, without a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Sqlite { path } => path.display().to_string(),
+            Backend::Postgres { url, schema } => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(s), Some(at)) if at > s => {
+                        let creds = &url[s + 3..at];
+                        let user = creds.split(':').next().unwrap_or("");
+                        format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
+                    }
+                    _ => url.clone(),
+                };
+                match schema {
+                    Some(s) => format!("{shown} (schema {s})"),
+                    None => shown,
+                }
+            }
+        }
+    }
+}
+
+/// A typed SQL parameter (typed even when null, as PostgreSQL needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(Some(v))
+    }
+}
+impl From<i32> for Value {
+    fn from(v: i32) -> Value {
+        Value::Int(Some(i64::from(v)))
+    }
+}
+impl From<u32> for Value {
+    fn from(v: u32) -> Value {
+        Value::Int(Some(i64::from(v)))
+    }
+}
+impl From<u64> for Value {
+    fn from(v: u64) -> Value {
+        Value::Int(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+}
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Value {
+        Value::Int(v)
+    }
+}
+impl From<Option<i32>> for Value {
+    fn from(v: Option<i32>) -> Value {
+        Value::Int(v.map(i64::from))
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(Some(v.to_owned()))
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Value {
+        Value::Text(Some(v.clone()))
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Text(Some(v))
+    }
+}
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Value {
+        Value::Text(v)
+    }
+}
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Value {
+        Value::Text(v.map(str::to_owned))
+    }
+}
+
+/// Parameters for [`Tx::execute`]: `params![a, b, c]`.
+#[macro_export]
+macro_rules! params {
+    ($($v:expr),* $(,)?) => { &[$($crate::store::Value::from($v)),*][..] };
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// An open read-model database.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store.
+    pub async fn open(backend: &Backend) -> Result<Store, StoreError> {
+        let pool = match backend {
+            Backend::Sqlite { path } => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Invalid(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+                // WAL: readers keep reading the last committed state while the projector
+                // writes. NORMAL sync: a power cut may lose the last commits, never split one —
+                // rows and position go together, and the projector catches up again.
+                let opts = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(opts)
+                    .await
+                    .map_err(StoreError::db(format!("cannot open {}", path.display())))?;
+                Pool::Sqlite(pool)
+            }
+            Backend::Postgres { url, schema } => {
+                let mut opts = PgConnectOptions::from_str(url).map_err(|e| {
+                    StoreError::Invalid(format!("[read_models] postgres is not a valid URL: {e}"))
+                })?;
+                let where_ = backend.describe();
+                if let Some(schema) = schema {
+                    check_ident(schema)?;
+                    let pool = PgPoolOptions::new()
+                        .max_connections(1)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_with(opts.clone())
+                        .await
+                        .map_err(StoreError::db(format!("cannot connect to {where_}")))?;
+                    sqlx::raw_sql(AssertSqlSafe(format!(
+                        "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+                    )))
+                    .execute(&pool)
+                    .await
+                    .map_err(StoreError::db(format!("cannot create schema {schema}")))?;
+                    pool.close().await;
+                    opts = opts.options([("search_path", schema.as_str())]);
+                }
+                let pool = PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts)
+                    .await
+                    .map_err(StoreError::db(format!("cannot connect to {where_}")))?;
+                Pool::Postgres(pool)
+            }
+        };
+        Ok(Store {
+            pool,
+            backend: backend.clone(),
+        })
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.pool {
+            Pool::Sqlite(_) => BackendKind::Sqlite,
+            Pool::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Starts a transaction (the unit a projection writes a batch and its position in).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await.map_err(StoreError::db("begin"))?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await.map_err(StoreError::db("begin"))?),
+        })
+    }
+
+    /// A read-only session that sees one tenant's rows only: on PostgreSQL a transaction that
+    /// switched to the [`READER_ROLE`] with `annals.tenant` set, so row-level security filters
+    /// every table. SQLite has no row-level security: there the embedded model is the one
+    /// user's, and this is refused.
+    pub async fn tenant_session(&self, tenant: &str) -> Result<Tx, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(_) => Err(StoreError::Invalid(
+                "tenant-scoped sessions need PostgreSQL (row-level security); the embedded SQLite read model has no tenant isolation".into(),
+            )),
+            Pool::Postgres(_) => {
+                let mut tx = self.begin().await?;
+                tx.execute(
+                    "SELECT set_config('annals.tenant', $1, true)",
+                    params![tenant],
+                )
+                .await?;
+                tx.execute(&format!("SET LOCAL ROLE {READER_ROLE}"), &[])
+                    .await?;
+                tx.execute("SET TRANSACTION READ ONLY", &[]).await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// Closes the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// A transaction on either backend. Dropped without [`Tx::commit`], it rolls back.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+macro_rules! bind_all {
+    ($q:expr, $params:expr) => {{
+        let mut q = $q;
+        for p in $params {
+            q = match p {
+                Value::Int(v) => q.bind(*v),
+                Value::Text(v) => q.bind(v.clone()),
+            };
+        }
+        q
+    }};
+}
+
+impl Tx {
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Tx::Sqlite(_) => BackendKind::Sqlite,
+            Tx::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// Runs one statement; returns the rows it affected.
+    pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let q = sqlx::query(AssertSqlSafe(sql));
+        let n = match self {
+            Tx::Sqlite(tx) => bind_all!(q, params)
+                .execute(&mut **tx)
+                .await
+                .map(|r| r.rows_affected()),
+            Tx::Postgres(tx) => bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
+                .execute(&mut **tx)
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        n.map_err(|e| StoreError::Db {
+            context: format!("`{}`", one_line(sql)),
+            source: e,
+        })
+    }
+
+    /// Runs one or more statements without parameters (DDL).
+    pub async fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
+        let r = match self {
+            Tx::Sqlite(tx) => sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
+            Tx::Postgres(tx) => sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
+        };
+        r.map_err(StoreError::db("running a migration script"))
+    }
+
+    /// Runs a query whose columns are all `BIGINT` (or null).
+    pub async fn fetch_ints(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Vec<Option<i64>>>, StoreError> {
+        let ctx = || format!("`{}`", one_line(sql));
+        match self {
+            Tx::Sqlite(tx) => {
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(ctx()))?;
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.try_get::<Option<i64>, _>(i))
+                            .collect()
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(StoreError::db(ctx()))
+            }
+            Tx::Postgres(tx) => {
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(ctx()))?;
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.try_get::<Option<i64>, _>(i))
+                            .collect()
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(StoreError::db(ctx()))
+            }
+        }
+    }
+
+    /// Runs a query whose columns are all text (cast them: `CAST(x AS TEXT)`).
+    pub async fn fetch_texts(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        let ctx = || format!("`{}`", one_line(sql));
+        match self {
+            Tx::Sqlite(tx) => {
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(ctx()))?;
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.try_get::<Option<String>, _>(i))
+                            .collect()
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(StoreError::db(ctx()))
+            }
+            Tx::Postgres(tx) => {
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(ctx()))?;
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.try_get::<Option<String>, _>(i))
+                            .collect()
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(StoreError::db(ctx()))
+            }
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(StoreError::db("commit"))
+    }
+
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(tx) => tx.rollback().await,
+            Tx::Postgres(tx) => tx.rollback().await,
+        }
+        .map_err(StoreError::db("rollback"))
+    }
+}
+
+/// A plain SQL identifier (schema names come from configuration and tests).
+pub fn check_ident(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "`{name}` is not a plain identifier: use a-z, 0-9 and _ (not first a digit), at most 63"
+        )))
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.len() > 120 {
+        format!("{}…", &s[..s.floor_char_boundary(120)])
+    } else {
+        s
+    }
+}
