@@ -87,6 +87,8 @@ pub struct ReadModels {
     pub postgres: Option<String>,
     /// `http://…`; absent: embedded Parquet + DataFusion.
     pub clickhouse: Option<String>,
+    /// The ClickHouse database of the analytics tables (created if missing).
+    pub clickhouse_database: Option<String>,
 }
 
 #[derive(Clone, Deserialize)]

@@ -63,6 +63,9 @@ enum Command {
     /// The read models built from the log: status, catch up now, rebuild.
     #[command(subcommand)]
     Projections(commands::projections::ProjectionsCommand),
+    /// Query the analytics tables with SQL (ClickHouse when configured, otherwise DataFusion
+    /// over the embedded Parquet files).
+    Sql(commands::sql::Args),
     /// Inspect the log.
     #[command(subcommand)]
     Log(commands::log::LogCommand),
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => commands::replay::run(&ctx, a),
         Command::History(a) => commands::history::run(&ctx, a),
         Command::Projections(c) => commands::projections::run(&ctx, c),
+        Command::Sql(a) => commands::sql::run(&ctx, a),
         Command::Log(c) => commands::log::run(&ctx, c),
         Command::Schema(c) => commands::schema::run(&ctx, c),
         Command::Bench(c) => commands::bench::run(&ctx, c),

@@ -95,7 +95,7 @@ impl PartitionState {
         let s = env.stream;
         let json = || {
             registry
-                .decode_json(env.schema_id, &env.payload)
+                .decode_json(env.schema_id, env.payload)
                 .map_err(|e| fail(e.to_string()))
         };
         match t.split('.').next() {
@@ -107,7 +107,7 @@ impl PartitionState {
             Some("ingest") => {
                 if t == "ingest.SignalIngested" {
                     let e =
-                        IngestEvent::decode(registry, env.schema_id, &env.payload).map_err(fail)?;
+                        IngestEvent::decode(registry, env.schema_id, env.payload).map_err(fail)?;
                     if !self.sources.contains_key(s) {
                         *self
                             .sources_per_tenant

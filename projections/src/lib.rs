@@ -4,11 +4,13 @@
 //! their position in the same transaction, catch-up, status, rebuild, digests), the stores
 //! ([`store`]: SQLite embedded under `<data-dir>/read-models/`, PostgreSQL through `sqlx`,
 //! tenant-scoped sessions under row-level security) and the read models themselves
-//! ([`current_state`]).
+//! ([`current_state`]), and the analytics tables on Parquet+DataFusion or ClickHouse
+//! ([`analytics`]).
 //!
 //! Must not: decide commands or have side effects beyond its own tables: projections are pure
 //! functions of (read-model state, event).
 
+pub mod analytics;
 pub mod current_state;
 pub mod runtime;
 pub mod store;
@@ -22,4 +24,4 @@ pub use runtime::{
 pub use store::{Backend, BackendKind, READER_ROLE, Store, StoreError, Tx, Value};
 
 /// Names of the projections this build has.
-pub const PROJECTIONS: &[&str] = &[CurrentState::NAME];
+pub const PROJECTIONS: &[&str] = &[CurrentState::NAME, analytics::NAME];

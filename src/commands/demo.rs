@@ -59,6 +59,8 @@ struct Summary {
     checkpoints_signed: u64,
     verified: bool,
     verify_mb_per_s: f64,
+    /// Read models caught up with the log: projection → (events applied, seconds, where).
+    projections: BTreeMap<String, (u64, f64, String)>,
 }
 
 impl Summary {
@@ -262,6 +264,23 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
 
     let report = annals_events::verify::verify(&ctx.data_dir, 0)?;
     let mut summary = summary.into_inner().expect("summary lock");
+    // 5. Build the read models (current state and analytics) from the log, so applications and
+    // analysts can query them right away.
+    let log = Log::open_read_only(&ctx.data_dir)?;
+    let topic = log.topic("events")?;
+    let rt = super::projections::runtime()?;
+    let done = rt.block_on(super::projections::run_all(ctx, &topic, &registry, None))?;
+    let (current, analytics) = rt.block_on(super::projections::status_all(ctx, &topic))?;
+    for (name, d) in done {
+        let location = if name == analytics.projection {
+            format!("{} {}", analytics.backend, analytics.location)
+        } else {
+            format!("{} {}", current.backend.as_str(), current.location)
+        };
+        summary
+            .projections
+            .insert(name, (d.events, d.seconds, location));
+    }
     summary.data_dir = ctx.data_dir.display().to_string();
     summary.tenants = spec.tenants;
     summary.seconds = seconds;
@@ -352,6 +371,9 @@ fn print_summary(s: &Summary, report: &annals_events::verify::VerifyReport, ctx:
             s.checkpoints_signed
         );
     }
+    for (name, (events, seconds, location)) in &s.projections {
+        println!("read model {name}: {events} events applied in {seconds:.2} s → {location}");
+    }
     let d = ctx.data_dir.display();
     println!("next:");
     println!(
@@ -364,6 +386,15 @@ fn print_summary(s: &Summary, report: &annals_events::verify::VerifyReport, ctx:
     );
     println!(
         "  annals --data-dir {d} verify                        the whole chain and every checkpoint"
+    );
+    println!(
+        "  annals --data-dir {d} sql \"SELECT tenant, count(*) AS signals, round(avg(value), 2) AS avg_value FROM signals GROUP BY tenant ORDER BY tenant\""
+    );
+    println!(
+        "  annals --data-dir {d} sql \"SELECT currency, sum(amount) FROM invoice_lines GROUP BY currency\""
+    );
+    println!(
+        "  annals --data-dir {d} projections status           read models: position, lag, rows"
     );
     println!(
         "  annals --data-dir {d} prove EVENT_ID > proof.json && annals --data-dir {d} keys public --out key.pub"

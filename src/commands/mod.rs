@@ -13,6 +13,7 @@ pub mod prove;
 pub mod replay;
 pub mod schema;
 pub mod serve;
+pub mod sql;
 pub mod verify;
 
 /// Prints a value as pretty JSON on stdout.

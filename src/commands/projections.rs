@@ -1,14 +1,17 @@
 //! `annals projections status|run|rebuild NAME`: the read models built from the log.
 //!
-//! The backend is `[read_models] postgres = "postgres://…"` when set, otherwise SQLite under
-//! `<data-dir>/read-models/current.sqlite`. The log is opened read-only: projections never
-//! write it, so these commands run beside `annals serve`.
+//! Two projections: `current_state` (SQLite under `<data-dir>/read-models/current.sqlite`, or
+//! PostgreSQL when `[read_models] postgres` is set) and `analytics` (Parquet files under
+//! `<data-dir>/read-models/analytics/`, or ClickHouse when `[read_models] clickhouse` is set).
+//! The log is opened read-only: projections never write it, so these commands run beside
+//! `annals serve`.
 
 use std::process::ExitCode;
 
-use annals_events::Log;
+use annals_events::{Log, Topic};
+use annals_projections::analytics::{self, Analytics, AnalyticsError, AnalyticsStatus};
 use annals_projections::{
-    Backend, CurrentState, DEFAULT_BATCH, Projection, ProjectionError, Status, Store,
+    Backend, CatchUp, CurrentState, DEFAULT_BATCH, Projection, ProjectionError, Status, Store,
 };
 use annals_schemas::Registry;
 
@@ -21,8 +24,7 @@ pub enum ProjectionsCommand {
     Status(Common),
     /// Catch every projection up with the log's head now, then stop.
     Run(Run),
-    /// Refill a projection from seq 0. It is done in one transaction: readers keep seeing the
-    /// old rows until the new ones are committed.
+    /// Refill a projection from seq 0 while the live tables keep answering, then swap it in.
     Rebuild(Rebuild),
 }
 
@@ -36,22 +38,23 @@ pub struct Common {
 pub struct Run {
     #[command(flatten)]
     common: Common,
-    /// Events per transaction at most.
-    #[arg(long, default_value_t = DEFAULT_BATCH)]
-    batch: usize,
+    /// Events per batch at most (default: 1000 for current_state, 50000 for analytics).
+    #[arg(long)]
+    batch: Option<usize>,
 }
 
 #[derive(clap::Args)]
 pub struct Rebuild {
-    /// The projection (`current_state`).
+    /// The projection (`current_state` or `analytics`).
     name: String,
     #[command(flatten)]
     common: Common,
-    #[arg(long, default_value_t = DEFAULT_BATCH)]
-    batch: usize,
+    #[arg(long)]
+    batch: Option<usize>,
 }
 
-fn backend(ctx: &Context) -> Backend {
+/// The current-state store the config names.
+pub fn current_state_backend(ctx: &Context) -> Backend {
     match &ctx.config.read_models.postgres {
         Some(url) => Backend::Postgres {
             url: url.clone(),
@@ -61,12 +64,45 @@ fn backend(ctx: &Context) -> Backend {
     }
 }
 
+/// The analytics store the config names.
+pub fn analytics_store(ctx: &Context) -> Result<Analytics, Failure> {
+    let rm = &ctx.config.read_models;
+    Ok(match &rm.clickhouse {
+        Some(url) => Analytics::ClickHouse(Box::new(
+            analytics::clickhouse::ClickHouseStore::new(
+                url,
+                rm.clickhouse_database.as_deref().unwrap_or("annals"),
+            )
+            .map_err(|e| Failure::usage(format!("[read_models] {e}")))?,
+        )),
+        None => Analytics::Parquet(
+            analytics::parquet::ParquetStore::open(&ctx.data_dir).map_err(analytics_failure)?,
+        ),
+    })
+}
+
 fn failure(e: ProjectionError) -> Failure {
     match e {
         ProjectionError::Log(e) => Failure::from(e),
         ProjectionError::Invalid(m) => Failure::usage(m),
         other => Failure::failed(other.to_string()),
     }
+}
+
+pub fn analytics_failure(e: AnalyticsError) -> Failure {
+    match e {
+        AnalyticsError::Projection(e) => failure(e),
+        AnalyticsError::Query(m) => Failure::usage(m),
+        other => Failure::failed(other.to_string()),
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))
 }
 
 pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> {
@@ -87,51 +123,108 @@ pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> 
     let log = Log::open_read_only(&ctx.data_dir)?;
     let topic = log.topic(topic_name)?;
     let registry = Registry::builtin()?;
-    let backend = backend(ctx);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(async {
-        let store = Store::open(&backend)
-            .await
-            .map_err(|e| Failure::failed(e.to_string()))?;
-        let p = CurrentState;
-        let result = match cmd {
+    runtime()?.block_on(async {
+        match cmd {
             ProjectionsCommand::Status(_) => {
-                let st = annals_projections::status(&store, &p, &topic)
-                    .await
-                    .map_err(failure)?;
+                let (current, analytics) = status_all(ctx, &topic).await?;
                 if ctx.json {
-                    super::print_json(&serde_json::json!({ "projections": [st] }));
+                    super::print_json(&serde_json::json!({ "projections": [current, analytics] }));
                 } else {
-                    print_status(&st);
+                    print_status(&current);
+                    print_analytics_status(&analytics);
                 }
-                Ok(ExitCode::SUCCESS)
             }
             ProjectionsCommand::Run(r) => {
-                let done =
-                    annals_projections::catch_up(&store, &p, &topic, &registry, r.batch.max(1))
-                        .await
-                        .map_err(failure)?;
-                report(ctx, "caught up", p.name(), &done);
-                Ok(ExitCode::SUCCESS)
+                for done in run_all(ctx, &topic, &registry, r.batch).await? {
+                    report(ctx, "caught up", &done);
+                }
             }
             ProjectionsCommand::Rebuild(r) => {
-                let done =
-                    annals_projections::rebuild(&store, &p, &topic, &registry, r.batch.max(1))
+                let batch = r.batch;
+                let done = if r.name == analytics::NAME {
+                    let store = analytics_store(ctx)?;
+                    let batch = batch.unwrap_or(analytics::DEFAULT_BATCH).max(1);
+                    analytics::rebuild(&store, &topic, &registry, batch)
                         .await
-                        .map_err(failure)?;
-                report(ctx, "rebuilt", p.name(), &done);
-                Ok(ExitCode::SUCCESS)
+                        .map_err(analytics_failure)?
+                } else {
+                    let store = open_current(ctx).await?;
+                    let batch = batch.unwrap_or(DEFAULT_BATCH).max(1);
+                    let done = annals_projections::rebuild(
+                        &store,
+                        &CurrentState,
+                        &topic,
+                        &registry,
+                        batch,
+                    )
+                    .await
+                    .map_err(failure);
+                    store.close().await;
+                    done?
+                };
+                report(ctx, "rebuilt", &(r.name.clone(), done));
             }
-        };
-        store.close().await;
-        result
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 
-fn report(ctx: &Context, what: &str, name: &str, done: &annals_projections::CatchUp) {
+async fn open_current(ctx: &Context) -> Result<Store, Failure> {
+    Store::open(&current_state_backend(ctx))
+        .await
+        .map_err(|e| Failure::failed(e.to_string()))
+}
+
+/// Catches every projection up with the topic's head (what `projections run` and the demo do).
+pub async fn run_all(
+    ctx: &Context,
+    topic: &Topic,
+    registry: &Registry,
+    batch: Option<usize>,
+) -> Result<Vec<(String, CatchUp)>, Failure> {
+    let store = open_current(ctx).await?;
+    let current = annals_projections::catch_up(
+        &store,
+        &CurrentState,
+        topic,
+        registry,
+        batch.unwrap_or(DEFAULT_BATCH).max(1),
+    )
+    .await
+    .map_err(failure);
+    store.close().await;
+    let analytics_store = analytics_store(ctx)?;
+    let analytics = analytics::catch_up(
+        &analytics_store,
+        topic,
+        registry,
+        batch.unwrap_or(analytics::DEFAULT_BATCH).max(1),
+    )
+    .await
+    .map_err(analytics_failure)?;
+    Ok(vec![
+        (CurrentState.name().to_owned(), current?),
+        (analytics::NAME.to_owned(), analytics),
+    ])
+}
+
+/// Status of both projections.
+pub async fn status_all(
+    ctx: &Context,
+    topic: &Topic,
+) -> Result<(Status, AnalyticsStatus), Failure> {
+    let store = open_current(ctx).await?;
+    let current = annals_projections::status(&store, &CurrentState, topic)
+        .await
+        .map_err(failure);
+    store.close().await;
+    let analytics = analytics::status(&analytics_store(ctx)?, topic)
+        .await
+        .map_err(analytics_failure)?;
+    Ok((current?, analytics))
+}
+
+fn report(ctx: &Context, what: &str, (name, done): &(String, CatchUp)) {
     if ctx.json {
         super::print_json(&serde_json::json!({
             "projection": name,
@@ -152,21 +245,48 @@ fn report(ctx: &Context, what: &str, name: &str, done: &annals_projections::Catc
     }
 }
 
-fn print_status(st: &Status) {
-    println!(
-        "{}  {}  {}",
-        st.projection,
-        st.backend.as_str(),
-        st.location
-    );
-    println!("  lag: {} events, {:.3} s", st.lag_events, st.lag_seconds);
+fn print_partitions(
+    backend: &str,
+    projection: &str,
+    location: &str,
+    lag_events: u64,
+    lag_seconds: f64,
+    partitions: &[annals_projections::PartitionStatus],
+    rows: &std::collections::BTreeMap<String, u64>,
+) {
+    println!("{projection}  {backend}  {location}");
+    println!("  lag: {lag_events} events, {lag_seconds:.3} s");
     println!("  partition  position  head  lag_events  lag_seconds");
-    for p in &st.partitions {
+    for p in partitions {
         println!(
             "  {:>9}  {:>8}  {:>4}  {:>10}  {:>11.3}",
             p.partition, p.position, p.head, p.lag_events, p.lag_seconds
         );
     }
-    let rows: Vec<String> = st.rows.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    let rows: Vec<String> = rows.iter().map(|(t, n)| format!("{t} {n}")).collect();
     println!("  rows: {}", rows.join(", "));
+}
+
+fn print_status(st: &Status) {
+    print_partitions(
+        st.backend.as_str(),
+        &st.projection,
+        &st.location,
+        st.lag_events,
+        st.lag_seconds,
+        &st.partitions,
+        &st.rows,
+    );
+}
+
+fn print_analytics_status(st: &AnalyticsStatus) {
+    print_partitions(
+        &st.backend,
+        &st.projection,
+        &st.location,
+        st.lag_events,
+        st.lag_seconds,
+        &st.partitions,
+        &st.rows,
+    );
 }

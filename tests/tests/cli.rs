@@ -406,3 +406,56 @@ fn an_auditor_checks_an_evidence_bundle_offline() {
         stdout(&empty)
     );
 }
+
+#[test]
+fn an_analyst_queries_the_demo_with_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = |args: &[&str]| {
+        let mut all = vec!["--data-dir", "data", "sql"];
+        all.extend_from_slice(args);
+        annals(dir.path(), &all)
+    };
+    // Before any projection ran, the analyst is told what to do.
+    let o = sql(&["SELECT 1"]);
+    assert_one_line_error(&o, 2, "projections run");
+    demo(dir.path());
+    // The demo built the analytics tables: every event and every accepted signal, once.
+    let o = sql(&[
+        "SELECT tenant, count(*) AS n FROM signals GROUP BY tenant ORDER BY tenant",
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "tenant,n\ntenant-000,30\ntenant-001,30\n");
+    let o = sql(&["SELECT count(*) AS n FROM events", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stat = annals(dir.path(), &["--data-dir", "data", "log", "stat", "--json"]);
+    let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+    let events: u64 = stat
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows[0]["n"], events);
+    let o = sql(&[
+        "SELECT currency, sum(amount) AS amount FROM invoice_lines GROUP BY currency ORDER BY currency",
+    ]);
+    assert!(stdout(&o).contains("| currency |"), "{}", stdout(&o));
+    // Read-only, and clear about mistakes.
+    assert_one_line_error(&sql(&["DROP TABLE signals"]), 2, "query refused");
+    assert_one_line_error(&sql(&["SELECT * FROM nope"]), 2, "annals sql --tables");
+    assert_one_line_error(&sql(&[""]), 2, "give a query");
+    let o = sql(&["--tables"]);
+    assert!(stdout(&o).contains("## `signals`"), "{}", stdout(&o));
+    // Status shows both projections caught up.
+    let st = annals(
+        dir.path(),
+        &["--data-dir", "data", "--json", "projections", "status"],
+    );
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    for p in st["projections"].as_array().unwrap() {
+        assert_eq!(p["lag_events"], 0, "{p}");
+    }
+    assert_eq!(st["projections"][1]["rows"]["events"], events);
+}

@@ -163,3 +163,26 @@ pub fn tax_minor(net_minor: i64, rate_bp: i32) -> Option<i64> {
     let scaled = i128::from(net_minor) * i128::from(rate_bp);
     i64::try_from((scaled + 5_000).div_euclid(10_000)).ok()
 }
+
+/// Digits after the decimal point of a currency's major unit (ISO 4217): 2 for most (EUR,
+/// USD, INR: 1 unit = 100 minor), 0 for currencies without minor units (JPY, KRW, …), 3 for
+/// the dinars and rials that have thousandths (BHD, KWD, OMR, …). Unknown codes count as 2.
+pub fn currency_exponent(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// Scale of money in major units as the read models show it: thousandths, enough for every
+/// currency's minor unit (`currency_exponent` ≤ 3).
+pub const MAJOR_UNIT_SCALE: u32 = 3;
+
+/// An amount of minor units as thousandths of the major unit (e.g. 1234 EUR cents → 12340,
+/// i.e. 12.340 EUR; 5 JPY → 5000), exact; `None` if it does not fit.
+pub fn minor_to_thousandths(amount_minor: i64, currency: &str) -> Option<i64> {
+    let exp = currency_exponent(currency).min(MAJOR_UNIT_SCALE);
+    amount_minor.checked_mul(10_i64.pow(MAJOR_UNIT_SCALE - exp))
+}

@@ -1,0 +1,415 @@
+//! The distributed analytics store: ClickHouse, through the `clickhouse` crate over HTTP.
+//!
+//! Every table is a `ReplacingMergeTree(seq)` partitioned by month and sorted by its
+//! `order_by`, which ends with (log_partition, seq): a row written twice (a batch re-applied
+//! after a crash) is the same row with the same key, and merges keep one. Each insert also
+//! carries an `insert_deduplication_token` naming the batch and table, so a retried insert is
+//! dropped at once (the tables keep a deduplication window). Positions live in
+//! `annals_positions`, inserted after the batch's rows; queries read with `final = 1`.
+//!
+//! Rows are sent as `RowBinary` encoded here from the model's cells, so the table definitions
+//! in [`model`](super::model) are the only place a column is declared.
+
+use std::collections::BTreeMap;
+
+use clickhouse::{Client, Compression};
+
+use super::model::{Cell, ColumnType, TABLES, Table};
+use super::{AnalyticsError, Batch, Format, Position};
+
+const POSITIONS: &str = "annals_positions";
+/// Suffix of the shadow tables a rebuild fills.
+const SHADOW: &str = "__rebuild";
+
+/// The ClickHouse analytics store.
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    client: Client,
+    url: String,
+    database: String,
+    suffix: &'static str,
+}
+
+fn failed(context: &str) -> impl FnOnce(clickhouse::error::Error) -> AnalyticsError {
+    move |e| {
+        if matches!(
+            e,
+            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+        ) {
+            AnalyticsError::Unavailable(format!(
+                "{context}: ClickHouse is unreachable ({e}); is it running? (`scripts/services up`)"
+            ))
+        } else {
+            AnalyticsError::Store(format!("{context}: {e}"))
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl ClickHouseStore {
+    /// A store in `database` of the server at `url` (e.g. `http://127.0.0.1:8123`).
+    pub fn new(url: &str, database: &str) -> Result<ClickHouseStore, AnalyticsError> {
+        if !database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || database.is_empty()
+        {
+            return Err(AnalyticsError::Store(format!(
+                "ClickHouse database `{database}`: use letters, digits and `_` only"
+            )));
+        }
+        let client = Client::default()
+            .with_url(url)
+            .with_database(database)
+            .with_compression(Compression::None)
+            // Inserts are acknowledged when they are in the table, not in a buffer.
+            .with_setting("async_insert", "0");
+        Ok(ClickHouseStore {
+            client,
+            url: url.to_owned(),
+            database: database.to_owned(),
+            suffix: "",
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{} (database {})", self.url, self.database)
+    }
+
+    fn table_name(&self, base: &str) -> String {
+        format!("{base}{}", self.suffix)
+    }
+
+    fn create_sql(&self, t: &Table) -> String {
+        let cols: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "  `{}` {} COMMENT {}",
+                    c.name,
+                    c.ty.clickhouse(),
+                    quote(c.doc)
+                )
+            })
+            .collect();
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{}` (\n{}\n) ENGINE = ReplacingMergeTree(seq)\n\
+             PARTITION BY toYYYYMM(`{}`)\nORDER BY ({})\n\
+             SETTINGS non_replicated_deduplication_window = 1000\nCOMMENT {}",
+            self.table_name(t.name),
+            cols.join(",\n"),
+            t.month_of,
+            t.order_by.join(", "),
+            quote(t.doc)
+        )
+    }
+
+    /// Creates the database (if the server lets us) and the tables.
+    pub async fn prepare(&self) -> Result<(), AnalyticsError> {
+        let root = self.client.clone().with_database("system");
+        root.query(&format!(
+            "CREATE DATABASE IF NOT EXISTS `{}` ENGINE = Atomic",
+            self.database
+        ))
+        .execute()
+        .await
+        .map_err(failed("cannot create the analytics database"))?;
+        for t in TABLES {
+            self.client
+                .query_raw(&self.create_sql(t))
+                .execute()
+                .await
+                .map_err(failed(&format!("cannot create table {}", t.name)))?;
+        }
+        self.client
+            .query_raw(&format!(
+                "CREATE TABLE IF NOT EXISTS `{}` (\n  log_partition UInt32,\n  next_seq UInt64,\n  \
+                 last_recorded_at DateTime64(6, 'UTC')\n) ENGINE = ReplacingMergeTree(next_seq) \
+                 ORDER BY log_partition\nCOMMENT 'Where the analytics projection stands in each log partition.'",
+                self.table_name(POSITIONS)
+            ))
+            .execute()
+            .await
+            .map_err(failed("cannot create the positions table"))?;
+        Ok(())
+    }
+
+    async fn fetch_tsv(&self, sql: &str) -> Result<Vec<Vec<String>>, AnalyticsError> {
+        let bytes = self
+            .client
+            .query_raw(sql)
+            .fetch_bytes("TabSeparated")
+            .map_err(failed("query failed"))?
+            .collect()
+            .await
+            .map_err(failed("query failed"))?;
+        Ok(String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect())
+    }
+
+    pub async fn positions(&self) -> Result<BTreeMap<u32, Position>, AnalyticsError> {
+        let rows = self
+            .fetch_tsv(&format!(
+                "SELECT log_partition, max(next_seq), toUnixTimestamp64Micro(argMax(last_recorded_at, next_seq)) \
+                 FROM `{}` GROUP BY log_partition",
+                self.table_name(POSITIONS)
+            ))
+            .await?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let bad = || AnalyticsError::Store(format!("unexpected position row {r:?}"));
+            let p: u32 = r.first().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+            let next_seq: u64 = r.get(1).and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+            let last_recorded_at = r.get(2).and_then(|v| v.parse().ok());
+            out.insert(
+                p,
+                Position {
+                    next_seq,
+                    last_recorded_at,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn insert(
+        &self,
+        table: &str,
+        columns: &[&str],
+        data: Vec<u8>,
+        token: &str,
+    ) -> Result<(), AnalyticsError> {
+        let cols: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
+        let mut insert = self
+            .client
+            .insert_formatted_with(format!(
+                "INSERT INTO `{table}` ({}) FORMAT RowBinary",
+                cols.join(", ")
+            ))
+            .with_setting("insert_deduplication_token", token);
+        let context = format!("cannot insert into {table}");
+        insert.send(data.into()).await.map_err(failed(&context))?;
+        insert.end().await.map_err(failed(&context))
+    }
+
+    /// Inserts the batch's rows table by table, then its position.
+    pub async fn write(&self, batch: Batch) -> Result<(), AnalyticsError> {
+        for (t, rows) in TABLES.iter().zip(batch.rows.tables.iter()) {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut data = Vec::with_capacity(rows.len() * 128);
+            for row in rows {
+                for (cell, c) in row.iter().zip(t.columns) {
+                    encode(&mut data, c.ty, cell).map_err(|e| {
+                        AnalyticsError::Store(format!("{}.{}: {e}", t.name, c.name))
+                    })?;
+                }
+            }
+            let columns: Vec<&str> = t.columns.iter().map(|c| c.name).collect();
+            let token = format!(
+                "{}:p{}:{}-{}:{}",
+                super::NAME,
+                batch.partition,
+                batch.first,
+                batch.next,
+                t.name
+            );
+            self.insert(&self.table_name(t.name), &columns, data, &token)
+                .await?;
+        }
+        let mut data = Vec::new();
+        data.extend_from_slice(&batch.partition.to_le_bytes());
+        data.extend_from_slice(&batch.next.to_le_bytes());
+        data.extend_from_slice(&batch.last_recorded_at.to_le_bytes());
+        let token = format!(
+            "{}:p{}:{}-{}:position",
+            super::NAME,
+            batch.partition,
+            batch.first,
+            batch.next
+        );
+        self.insert(
+            &self.table_name(POSITIONS),
+            &["log_partition", "next_seq", "last_recorded_at"],
+            data,
+            &token,
+        )
+        .await
+    }
+
+    pub async fn row_counts(&self) -> Result<BTreeMap<String, u64>, AnalyticsError> {
+        let mut out = BTreeMap::new();
+        for t in TABLES {
+            let rows = self
+                .fetch_tsv(&format!(
+                    "SELECT count() FROM `{}` FINAL",
+                    self.table_name(t.name)
+                ))
+                .await?;
+            let n = rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            out.insert(t.name.to_owned(), n);
+        }
+        Ok(out)
+    }
+
+    /// The same database with the shadow tables (dropped first if a rebuild left them).
+    pub fn shadow(&self) -> ClickHouseStore {
+        ClickHouseStore {
+            suffix: SHADOW,
+            ..self.clone()
+        }
+    }
+
+    async fn drop_tables(&self) -> Result<(), AnalyticsError> {
+        for name in TABLES.iter().map(|t| t.name).chain([POSITIONS]) {
+            self.client
+                .query_raw(&format!(
+                    "DROP TABLE IF EXISTS `{}` SYNC",
+                    self.table_name(name)
+                ))
+                .execute()
+                .await
+                .map_err(failed("cannot drop a table"))?;
+        }
+        Ok(())
+    }
+
+    /// Exchanges each live table with its shadow (atomic per table), then drops the old ones.
+    pub async fn swap_in(&self, new: ClickHouseStore) -> Result<(), AnalyticsError> {
+        for name in TABLES.iter().map(|t| t.name).chain([POSITIONS]) {
+            self.client
+                .query_raw(&format!(
+                    "EXCHANGE TABLES `{}` AND `{}`",
+                    self.table_name(name),
+                    new.table_name(name)
+                ))
+                .execute()
+                .await
+                .map_err(failed(&format!("cannot swap in the rebuilt {name}")))?;
+        }
+        new.drop_tables().await
+    }
+
+    /// Prepares a rebuild: removes shadow tables an earlier rebuild left.
+    pub async fn clear(&self) -> Result<(), AnalyticsError> {
+        self.drop_tables().await
+    }
+
+    /// Runs an analyst's query with `final = 1` (deduplicated rows) and renders it.
+    pub async fn query(&self, sql: &str, format: Format) -> Result<String, AnalyticsError> {
+        let fmt = match format {
+            Format::Table => "PrettyCompactMonoBlock",
+            Format::Csv => "CSVWithNames",
+            Format::Json => "JSON",
+        };
+        let bytes = self
+            .client
+            .query_raw(sql)
+            .with_setting("final", "1")
+            .with_setting("readonly", "2")
+            .with_setting("output_format_pretty_color", "0")
+            .with_setting("output_format_json_quote_64bit_integers", "0")
+            .fetch_bytes(fmt)
+            .map_err(failed("query failed"))?
+            .collect()
+            .await
+            .map_err(|e| match e {
+                clickhouse::error::Error::BadResponse(m) => AnalyticsError::Query(m),
+                other => failed("query failed")(other),
+            })?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if format == Format::Json {
+            // ClickHouse's JSON wraps rows with metadata; keep the rows, as DataFusion prints.
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                AnalyticsError::Store(format!("unreadable JSON from ClickHouse: {e}"))
+            })?;
+            return Ok(v.get("data").cloned().unwrap_or_default().to_string());
+        }
+        Ok(text)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Encodes one cell in ClickHouse's RowBinary for the column's type.
+fn encode(out: &mut Vec<u8>, ty: ColumnType, cell: &Cell) -> Result<(), String> {
+    use ColumnType as T;
+    match (ty, cell) {
+        (T::Category | T::Text, Cell::Text(s)) => put_str(out, s),
+        (T::NullableText, Cell::Text(s)) => {
+            out.push(0);
+            put_str(out, s);
+        }
+        (T::NullableText | T::NullableInt64 | T::NullableFloat64, Cell::Null) => out.push(1),
+        (T::TextList, Cell::List(items)) => {
+            put_varint(out, items.len() as u64);
+            for i in items {
+                put_str(out, i);
+            }
+        }
+        (T::Int64, Cell::Int(v)) => out.extend_from_slice(&v.to_le_bytes()),
+        (T::NullableInt64, Cell::Int(v)) => {
+            out.push(0);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (T::UInt32, Cell::UInt(v)) => {
+            let v = u32::try_from(*v).map_err(|_| format!("{v} exceeds UInt32"))?;
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (T::UInt64, Cell::UInt(v)) => out.extend_from_slice(&v.to_le_bytes()),
+        (T::NullableFloat64, Cell::Float(v)) => {
+            out.push(0);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (T::Time, Cell::Time(v)) | (T::Money, Cell::Money(v)) => {
+            out.extend_from_slice(&v.to_le_bytes())
+        }
+        (T::Labels, Cell::Labels(kv)) => {
+            put_varint(out, kv.len() as u64);
+            for (k, v) in kv {
+                put_str(out, k);
+                put_str(out, v);
+            }
+        }
+        (T::Shares, Cell::Shares(kv)) => {
+            put_varint(out, kv.len() as u64);
+            for (k, v) in kv {
+                put_str(out, k);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        (ty, cell) => {
+            return Err(format!(
+                "a {cell:?} does not fit a {} column",
+                ty.clickhouse()
+            ));
+        }
+    }
+    Ok(())
+}

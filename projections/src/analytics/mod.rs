@@ -1,0 +1,287 @@
+//! The analytics read model (`analytics`): append-only tables for analysts — every event's
+//! envelope, signals, usage, invoice lines, policy decisions and the deployment timeline —
+//! stored as Parquet files queried with DataFusion (embedded) or in ClickHouse (distributed).
+//!
+//! Owns: the tables and the pure event → rows mapping ([`model`]), the two stores
+//! ([`parquet`], [`clickhouse`]), catching a store up with the log, its status, and rebuilds
+//! into shadow tables swapped in when caught up, and `annals sql` ([`Analytics::query`]).
+//!
+//! Exactly once, without transactions: every batch of one partition's events `[first, next)` is
+//! written with its position in a way a retry cannot double —
+//! - Parquet: the batch's files are written in a hidden folder renamed to `<first>-<next>` in
+//!   one step; the position is the highest `next` of the committed folders.
+//! - ClickHouse: `ReplacingMergeTree` tables whose sort key ends with (log_partition, seq), so a
+//!   re-inserted row replaces its twin, plus an `insert_deduplication_token` per batch and table;
+//!   the position row is inserted after the batch's rows. A crash between the two re-applies the
+//!   batch, which changes nothing.
+
+pub mod clickhouse;
+pub mod model;
+pub mod parquet;
+
+use std::collections::BTreeMap;
+
+use annals_events::{Envelope, Topic};
+use annals_schemas::Registry;
+use serde::Serialize;
+
+use crate::runtime::{CatchUp, DomainEvent, ProjectionError, read_batch};
+pub use model::{Cell, Column, ColumnType, RowSet, TABLES, Table};
+
+/// The projection's name (positions, status, `annals projections rebuild analytics`).
+pub const NAME: &str = "analytics";
+
+/// Events per analytics batch when catching up: Parquet and ClickHouse both prefer few large
+/// writes to many small ones.
+pub const DEFAULT_BATCH: usize = 50_000;
+
+/// Failures of the analytics stores.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("{0}")]
+    Store(String),
+    /// The store could not be reached (the caller may retry later).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The query was refused or failed: the user's SQL.
+    #[error("{0}")]
+    Query(String),
+}
+
+impl From<annals_events::LogError> for AnalyticsError {
+    fn from(e: annals_events::LogError) -> Self {
+        AnalyticsError::Projection(ProjectionError::Log(e))
+    }
+}
+
+/// A batch ready to store: one partition's events `[first, next)` as rows.
+#[derive(Debug)]
+pub struct Batch {
+    pub partition: u32,
+    pub first: u64,
+    pub next: u64,
+    pub last_recorded_at: i64,
+    pub rows: RowSet,
+}
+
+/// Where a partition stands in a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Position {
+    pub next_seq: u64,
+    pub last_recorded_at: Option<i64>,
+}
+
+/// How `annals sql` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// An analytics store.
+pub enum Analytics {
+    Parquet(parquet::ParquetStore),
+    ClickHouse(Box<clickhouse::ClickHouseStore>),
+}
+
+impl Analytics {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Analytics::Parquet(_) => "parquet",
+            Analytics::ClickHouse(_) => "clickhouse",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Analytics::Parquet(s) => s.describe(),
+            Analytics::ClickHouse(s) => s.describe(),
+        }
+    }
+
+    /// Creates the tables if missing.
+    pub async fn prepare(&self) -> Result<(), AnalyticsError> {
+        match self {
+            Analytics::Parquet(s) => s.prepare(),
+            Analytics::ClickHouse(s) => s.prepare().await,
+        }
+    }
+
+    pub async fn positions(&self) -> Result<BTreeMap<u32, Position>, AnalyticsError> {
+        match self {
+            Analytics::Parquet(s) => s.positions(),
+            Analytics::ClickHouse(s) => s.positions().await,
+        }
+    }
+
+    /// Stores a batch and its position so that storing it again changes nothing.
+    pub async fn write(&self, batch: Batch) -> Result<(), AnalyticsError> {
+        match self {
+            Analytics::Parquet(s) => s.write(batch),
+            Analytics::ClickHouse(s) => s.write(batch).await,
+        }
+    }
+
+    /// Rows per table (deduplicated).
+    pub async fn row_counts(&self) -> Result<BTreeMap<String, u64>, AnalyticsError> {
+        match self {
+            Analytics::Parquet(s) => s.row_counts(),
+            Analytics::ClickHouse(s) => s.row_counts().await,
+        }
+    }
+
+    /// Runs an analyst's query and renders its result.
+    pub async fn query(&self, sql: &str, format: Format) -> Result<String, AnalyticsError> {
+        match self {
+            Analytics::Parquet(s) => s.query(sql, format).await,
+            Analytics::ClickHouse(s) => s.query(sql, format).await,
+        }
+    }
+
+    /// The same store, writing into empty shadow tables (for a rebuild).
+    async fn shadow(&self) -> Result<Analytics, AnalyticsError> {
+        Ok(match self {
+            Analytics::Parquet(s) => Analytics::Parquet(s.shadow()?),
+            Analytics::ClickHouse(s) => {
+                let shadow = s.shadow();
+                shadow.clear().await?;
+                Analytics::ClickHouse(Box::new(shadow))
+            }
+        })
+    }
+
+    /// Makes the shadow tables the live ones.
+    async fn swap_in(&self, shadow: Analytics) -> Result<(), AnalyticsError> {
+        match (self, shadow) {
+            (Analytics::Parquet(s), Analytics::Parquet(new)) => s.swap_in(new),
+            (Analytics::ClickHouse(s), Analytics::ClickHouse(new)) => s.swap_in(*new).await,
+            _ => Err(AnalyticsError::Store("shadow of another kind".into())),
+        }
+    }
+}
+
+/// Maps a batch of one partition's events (seq order, no gaps) to rows.
+pub fn rows_of_batch(events: &[Envelope], registry: &Registry) -> Result<RowSet, AnalyticsError> {
+    let mut rows = RowSet::default();
+    for env in events {
+        let event = DomainEvent::decode(env, registry)?;
+        model::rows_of(env, &event, &mut rows).map_err(AnalyticsError::Store)?;
+    }
+    rows.sort();
+    Ok(rows)
+}
+
+/// Applies every partition's events from the store's position to the log's head, in batches
+/// of at most `batch` events.
+pub async fn catch_up(
+    store: &Analytics,
+    topic: &Topic,
+    registry: &Registry,
+    batch: usize,
+) -> Result<CatchUp, AnalyticsError> {
+    let started = std::time::Instant::now();
+    store.prepare().await?;
+    let stored = store.positions().await?;
+    let mut out = CatchUp::default();
+    for partition in topic.partitions() {
+        let p = partition.id();
+        let mut from = stored.get(&p).map_or(0, |s| s.next_seq);
+        let head = partition.head().next_seq;
+        while from < head {
+            let events = read_batch(partition, from, batch.max(1))?;
+            let Some(last) = events.last() else { break };
+            let next = last.seq + 1;
+            let last_recorded_at = last.recorded_at;
+            let rows = rows_of_batch(&events, registry)?;
+            store
+                .write(Batch {
+                    partition: p,
+                    first: from,
+                    next,
+                    last_recorded_at,
+                    rows,
+                })
+                .await?;
+            out.events += next - from;
+            out.batches += 1;
+            from = next;
+        }
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// Refills the tables from seq 0 into shadow tables while the live ones keep answering
+/// queries, then swaps them in.
+pub async fn rebuild(
+    store: &Analytics,
+    topic: &Topic,
+    registry: &Registry,
+    batch: usize,
+) -> Result<CatchUp, AnalyticsError> {
+    let shadow = store.shadow().await?;
+    let done = catch_up(&shadow, topic, registry, batch).await?;
+    store.swap_in(shadow).await?;
+    Ok(done)
+}
+
+/// The analytics store's position, lag and rows, in the shape of the runtime's [`Status`].
+///
+/// [`Status`]: crate::runtime::Status
+pub async fn status(store: &Analytics, topic: &Topic) -> Result<AnalyticsStatus, AnalyticsError> {
+    store.prepare().await?;
+    let stored = store.positions().await?;
+    let mut partitions = Vec::new();
+    for partition in topic.partitions() {
+        let head = partition.head();
+        let pos = stored.get(&partition.id()).copied().unwrap_or_default();
+        let lag_events = head.next_seq.saturating_sub(pos.next_seq);
+        let lag_seconds = if lag_events == 0 {
+            0.0
+        } else {
+            let from = pos
+                .last_recorded_at
+                .or_else(|| {
+                    partition
+                        .reader(0)
+                        .next_ref()
+                        .ok()
+                        .flatten()
+                        .map(|e| e.recorded_at)
+                })
+                .unwrap_or(0);
+            (head.last_recorded_at - from).max(0) as f64 / 1e6
+        };
+        partitions.push(crate::runtime::PartitionStatus {
+            partition: partition.id(),
+            position: pos.next_seq,
+            head: head.next_seq,
+            lag_events,
+            lag_seconds,
+        });
+    }
+    Ok(AnalyticsStatus {
+        projection: NAME.to_owned(),
+        backend: store.kind().to_owned(),
+        location: store.describe(),
+        lag_events: partitions.iter().map(|p| p.lag_events).sum(),
+        lag_seconds: partitions.iter().map(|p| p.lag_seconds).fold(0.0, f64::max),
+        partitions,
+        rows: store.row_counts().await?,
+    })
+}
+
+/// Status of the analytics projection.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnalyticsStatus {
+    pub projection: String,
+    pub backend: String,
+    pub location: String,
+    pub lag_events: u64,
+    pub lag_seconds: f64,
+    pub partitions: Vec<crate::runtime::PartitionStatus>,
+    pub rows: BTreeMap<String, u64>,
+}

@@ -1,0 +1,556 @@
+//! The embedded analytics store: Parquet files under `<data-dir>/read-models/analytics/`,
+//! queried with DataFusion.
+//!
+//! Layout: `CURRENT` names the live generation; a generation holds one folder per log
+//! partition, and in it one folder per stored batch, named `<first>-<next>` (the batch's seq
+//! range, zero-padded). A batch folder holds one file per table and month, `<table>.<YYYY-MM>
+//! .parquet`, rows in the table's sort order, and `batch.json` (range, row counts). A batch is
+//! written in a hidden `.tmp-…` folder, synced, and renamed into place: it is there whole or not
+//! at all, and the partition's position is the highest `next` among its folders. A rebuild
+//! fills a new generation and then replaces `CURRENT` in one rename.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Decimal128Builder, Float64Builder, Int64Builder, ListBuilder, MapBuilder,
+    StringBuilder, StringDictionaryBuilder, TimestampMicrosecondBuilder, UInt32Builder,
+    UInt64Builder,
+};
+use datafusion::arrow::datatypes::{Field, Int32Type, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::context::SQLOptions;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use super::model::{Cell, ColumnType, TABLES, Table, column_index};
+use super::{AnalyticsError, Batch, Format, Position};
+
+/// The embedded analytics store.
+#[derive(Debug, Clone)]
+pub struct ParquetStore {
+    root: PathBuf,
+    generation: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BatchInfo {
+    partition: u32,
+    first: u64,
+    next: u64,
+    last_recorded_at: i64,
+    rows: BTreeMap<String, u64>,
+}
+
+fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> AnalyticsError {
+    move |e| AnalyticsError::Store(format!("{context}: {e}"))
+}
+
+fn store_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> AnalyticsError {
+    move |e| AnalyticsError::Store(format!("{context}: {e}"))
+}
+
+fn arrow_err(context: &str) -> impl FnOnce(datafusion::arrow::error::ArrowError) -> AnalyticsError {
+    move |e| AnalyticsError::Store(format!("{context}: {e}"))
+}
+
+/// `first-next` of a committed batch folder.
+fn batch_range(name: &str) -> Option<(u64, u64)> {
+    let (a, b) = name.split_once('-')?;
+    if a.len() != 12 || b.len() != 12 {
+        return None;
+    }
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AnalyticsError> {
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io(format!("cannot sync {}", dir.display())))
+}
+
+impl ParquetStore {
+    /// The store of `data_dir` (nothing is created until [`prepare`](Self::prepare)).
+    pub fn open(data_dir: &Path) -> Result<ParquetStore, AnalyticsError> {
+        let root = data_dir.join("read-models").join("analytics");
+        let generation = match fs::read_to_string(root.join("CURRENT")) {
+            Ok(s) => s.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "gen-000001".to_owned(),
+            Err(e) => return Err(io(format!("cannot read {}/CURRENT", root.display()))(e)),
+        };
+        if !generation.starts_with("gen-") || generation.contains('/') {
+            return Err(AnalyticsError::Store(format!(
+                "{}/CURRENT names `{generation}`, not a generation: rebuild with `annals projections rebuild analytics`",
+                root.display()
+            )));
+        }
+        Ok(ParquetStore { root, generation })
+    }
+
+    pub fn describe(&self) -> String {
+        self.root.join(&self.generation).display().to_string()
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.root.join(&self.generation)
+    }
+
+    /// Creates the generation (and `CURRENT` the first time) and removes batches a crash left
+    /// half-written.
+    pub fn prepare(&self) -> Result<(), AnalyticsError> {
+        let dir = self.dir();
+        fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let current = self.root.join("CURRENT");
+        if !current.exists() {
+            self.write_current(&self.generation)?;
+        }
+        for p in self.partition_dirs()? {
+            for entry in fs::read_dir(&p).map_err(io(format!("cannot list {}", p.display())))? {
+                let entry = entry.map_err(io("cannot list a partition folder"))?;
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    fs::remove_dir_all(entry.path())
+                        .map_err(io(format!("cannot remove {}", entry.path().display())))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_current(&self, generation: &str) -> Result<(), AnalyticsError> {
+        fs::create_dir_all(&self.root)
+            .map_err(io(format!("cannot create {}", self.root.display())))?;
+        let tmp = self.root.join(".CURRENT.tmp");
+        fs::write(&tmp, format!("{generation}\n"))
+            .and_then(|()| fs::File::open(&tmp)?.sync_all())
+            .map_err(io(format!("cannot write {}", tmp.display())))?;
+        fs::rename(&tmp, self.root.join("CURRENT"))
+            .map_err(io("cannot replace analytics/CURRENT"))?;
+        sync_dir(&self.root)
+    }
+
+    fn partition_dirs(&self) -> Result<Vec<PathBuf>, AnalyticsError> {
+        let dir = self.dir();
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(format!("cannot list {}", dir.display()))(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io("cannot list the analytics folder"))?;
+            if entry.file_name().to_string_lossy().starts_with('p') && entry.path().is_dir() {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Committed batch folders, oldest first.
+    fn batches(&self) -> Result<Vec<(PathBuf, u64, u64)>, AnalyticsError> {
+        let mut out = Vec::new();
+        for p in self.partition_dirs()? {
+            for entry in fs::read_dir(&p).map_err(io(format!("cannot list {}", p.display())))? {
+                let entry = entry.map_err(io("cannot list a partition folder"))?;
+                if let Some((first, next)) = batch_range(&entry.file_name().to_string_lossy()) {
+                    out.push((entry.path(), first, next));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn info(dir: &Path) -> Result<BatchInfo, AnalyticsError> {
+        let path = dir.join("batch.json");
+        let text = fs::read(&path).map_err(io(format!("cannot read {}", path.display())))?;
+        serde_json::from_slice(&text).map_err(|e| {
+            AnalyticsError::Store(format!(
+                "{} is damaged ({e}): rebuild with `annals projections rebuild analytics`",
+                path.display()
+            ))
+        })
+    }
+
+    pub fn positions(&self) -> Result<BTreeMap<u32, Position>, AnalyticsError> {
+        let mut out: BTreeMap<u32, Position> = BTreeMap::new();
+        for (dir, _, next) in self.batches()? {
+            let info = Self::info(&dir)?;
+            let pos = out.entry(info.partition).or_default();
+            if next > pos.next_seq {
+                *pos = Position {
+                    next_seq: next,
+                    last_recorded_at: Some(info.last_recorded_at),
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn row_counts(&self) -> Result<BTreeMap<String, u64>, AnalyticsError> {
+        let mut out: BTreeMap<String, u64> =
+            TABLES.iter().map(|t| (t.name.to_owned(), 0)).collect();
+        for (dir, _, _) in self.batches()? {
+            for (t, n) in Self::info(&dir)?.rows {
+                *out.entry(t).or_default() += n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a batch's files in a hidden folder, then renames it into place. A batch already
+    /// stored (same range) is left as it is.
+    pub fn write(&self, batch: Batch) -> Result<(), AnalyticsError> {
+        let pdir = self.dir().join(format!("p{:04}", batch.partition));
+        let name = format!("{:012}-{:012}", batch.first, batch.next);
+        let done = pdir.join(&name);
+        if done.is_dir() {
+            return Ok(());
+        }
+        let tmp = pdir.join(format!(".tmp-{name}"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io(format!("cannot remove {}", tmp.display())))?;
+        }
+        fs::create_dir_all(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
+        let mut rows = BTreeMap::new();
+        for (table, table_rows) in TABLES.iter().zip(batch.rows.tables.iter()) {
+            rows.insert(table.name.to_owned(), table_rows.len() as u64);
+            for (month, month_rows) in by_month(table, table_rows) {
+                let path = tmp.join(format!("{}.{month}.parquet", table.name));
+                write_parquet(&path, table, &month_rows)?;
+            }
+        }
+        let info = BatchInfo {
+            partition: batch.partition,
+            first: batch.first,
+            next: batch.next,
+            last_recorded_at: batch.last_recorded_at,
+            rows,
+        };
+        let info_path = tmp.join("batch.json");
+        fs::write(
+            &info_path,
+            serde_json::to_vec_pretty(&info).expect("serialisable"),
+        )
+        .and_then(|()| fs::File::open(&info_path)?.sync_all())
+        .map_err(io(format!("cannot write {}", info_path.display())))?;
+        sync_dir(&tmp)?;
+        fs::rename(&tmp, &done).map_err(io(format!("cannot rename {}", tmp.display())))?;
+        sync_dir(&pdir)
+    }
+
+    /// A new, empty generation beside the live one.
+    pub fn shadow(&self) -> Result<ParquetStore, AnalyticsError> {
+        let n: u64 = self
+            .generation
+            .trim_start_matches("gen-")
+            .parse()
+            .unwrap_or(1);
+        let generation = format!("gen-{:06}", n + 1);
+        let dir = self.root.join(&generation);
+        if dir.exists() {
+            // Left by a rebuild that did not finish.
+            fs::remove_dir_all(&dir).map_err(io(format!("cannot remove {}", dir.display())))?;
+        }
+        Ok(ParquetStore {
+            root: self.root.clone(),
+            generation,
+        })
+    }
+
+    /// Points `CURRENT` at `new` (one rename) and removes the old generation.
+    pub fn swap_in(&self, new: ParquetStore) -> Result<(), AnalyticsError> {
+        new.prepare()?;
+        self.write_current(&new.generation)?;
+        let old = self.dir();
+        if old.exists() && old != new.dir() {
+            fs::remove_dir_all(&old).map_err(io(format!("cannot remove {}", old.display())))?;
+        }
+        Ok(())
+    }
+
+    /// A DataFusion session with every table registered over the committed files.
+    pub fn session(&self) -> Result<SessionContext, AnalyticsError> {
+        let ctx = SessionContext::new();
+        let batches = self.batches()?;
+        for table in TABLES {
+            let schema = arrow_schema(table);
+            let prefix = format!("{}.", table.name);
+            let mut urls = Vec::new();
+            for (dir, _, _) in &batches {
+                let entries =
+                    fs::read_dir(dir).map_err(io(format!("cannot list {}", dir.display())))?;
+                let mut files: Vec<PathBuf> = entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name().is_some_and(|n| {
+                            let n = n.to_string_lossy();
+                            n.starts_with(&prefix) && n.ends_with(".parquet")
+                        })
+                    })
+                    .collect();
+                files.sort();
+                for f in files {
+                    urls.push(
+                        ListingTableUrl::parse(f.to_string_lossy())
+                            .map_err(store_err("bad file path"))?,
+                    );
+                }
+            }
+            let provider: Arc<dyn datafusion::catalog::TableProvider> = if urls.is_empty() {
+                Arc::new(EmptyTable::new(schema))
+            } else {
+                let cfg = ListingTableConfig::new_with_multi_paths(urls)
+                    .with_listing_options(
+                        ListingOptions::new(Arc::new(ParquetFormat::default()))
+                            .with_file_extension(".parquet"),
+                    )
+                    .with_schema(schema);
+                Arc::new(ListingTable::try_new(cfg).map_err(store_err("cannot open a table"))?)
+            };
+            ctx.register_table(table.name, provider)
+                .map_err(store_err("cannot register a table"))?;
+        }
+        Ok(ctx)
+    }
+
+    /// Runs a read-only query with DataFusion and renders the result.
+    pub async fn query(&self, sql: &str, format: Format) -> Result<String, AnalyticsError> {
+        let ctx = self.session()?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| AnalyticsError::Query(e.to_string()))?;
+        let schema: SchemaRef = df.schema().inner().clone();
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| AnalyticsError::Query(e.to_string()))?;
+        render(schema, &batches, format)
+    }
+}
+
+/// Renders query results as a table, CSV or JSON (one object per row, in an array).
+pub fn render(
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    format: Format,
+) -> Result<String, AnalyticsError> {
+    use datafusion::arrow::{csv, json, util::pretty};
+    match format {
+        Format::Table => Ok(pretty::pretty_format_batches_with_schema(schema, batches)
+            .map_err(arrow_err("cannot render"))?
+            .to_string()),
+        Format::Csv => {
+            let nested: Vec<&str> = schema
+                .fields()
+                .iter()
+                .filter(|f| f.data_type().is_nested())
+                .map(|f| f.name().as_str())
+                .collect();
+            if !nested.is_empty() {
+                return Err(AnalyticsError::Query(format!(
+                    "CSV cannot hold the map or list column(s) {}: select single values (e.g. attributes['region']) or use --format json",
+                    nested.join(", ")
+                )));
+            }
+            let mut out = Vec::new();
+            {
+                let mut w = csv::WriterBuilder::new().with_header(true).build(&mut out);
+                if batches.is_empty() {
+                    w.write(&RecordBatch::new_empty(schema))
+                        .map_err(arrow_err("cannot write CSV"))?;
+                }
+                for b in batches {
+                    w.write(b).map_err(arrow_err("cannot write CSV"))?;
+                }
+            }
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        }
+        Format::Json => {
+            let mut w = json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, json::writer::JsonArray>(Vec::new());
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            w.write_batches(&refs)
+                .map_err(arrow_err("cannot write JSON"))?;
+            w.finish().map_err(arrow_err("cannot write JSON"))?;
+            Ok(String::from_utf8_lossy(&w.into_inner()).into_owned())
+        }
+    }
+}
+
+/// Splits rows by the month of the table's `month_of` column (`YYYY-MM`), keeping their order.
+fn by_month<'a>(table: &Table, rows: &'a [Vec<Cell>]) -> BTreeMap<String, Vec<&'a Vec<Cell>>> {
+    let i = column_index(table, table.month_of).expect("month_of names a column");
+    let mut out: BTreeMap<String, Vec<&Vec<Cell>>> = BTreeMap::new();
+    for row in rows {
+        let month = match row[i] {
+            Cell::Time(t) => annals_events::time::format_micros(t)[..7].to_owned(),
+            _ => "unknown".to_owned(),
+        };
+        out.entry(month).or_default().push(row);
+    }
+    out
+}
+
+/// One column's Arrow builder; which one follows from the column's type.
+enum Builder {
+    Category(StringDictionaryBuilder<Int32Type>),
+    Text(StringBuilder),
+    List(ListBuilder<StringBuilder>),
+    Int(Int64Builder),
+    UInt32(UInt32Builder),
+    UInt64(UInt64Builder),
+    Float(Float64Builder),
+    Time(TimestampMicrosecondBuilder),
+    Money(Decimal128Builder),
+    Labels(MapBuilder<StringBuilder, StringBuilder>),
+    Shares(MapBuilder<StringBuilder, Int64Builder>),
+}
+
+impl Builder {
+    fn new(ty: ColumnType) -> Builder {
+        match ty {
+            ColumnType::Category => Builder::Category(StringDictionaryBuilder::new()),
+            ColumnType::Text | ColumnType::NullableText => Builder::Text(StringBuilder::new()),
+            ColumnType::TextList => Builder::List(ListBuilder::new(StringBuilder::new())),
+            ColumnType::Int64 | ColumnType::NullableInt64 => Builder::Int(Int64Builder::new()),
+            ColumnType::UInt32 => Builder::UInt32(UInt32Builder::new()),
+            ColumnType::UInt64 => Builder::UInt64(UInt64Builder::new()),
+            ColumnType::NullableFloat64 => Builder::Float(Float64Builder::new()),
+            ColumnType::Time => {
+                Builder::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
+            ColumnType::Money => Builder::Money(
+                Decimal128Builder::new()
+                    .with_precision_and_scale(18, 3)
+                    .expect("valid decimal"),
+            ),
+            ColumnType::Labels => Builder::Labels(MapBuilder::new(
+                None,
+                StringBuilder::new(),
+                StringBuilder::new(),
+            )),
+            ColumnType::Shares => Builder::Shares(MapBuilder::new(
+                None,
+                StringBuilder::new(),
+                Int64Builder::new(),
+            )),
+        }
+    }
+
+    fn append(&mut self, cell: &Cell) -> Result<(), String> {
+        match (self, cell) {
+            (Builder::Category(b), Cell::Text(s)) => {
+                b.append_value(s);
+            }
+            (Builder::Category(b), Cell::Null) => b.append_null(),
+            (Builder::Text(b), Cell::Text(s)) => b.append_value(s),
+            (Builder::Text(b), Cell::Null) => b.append_null(),
+            (Builder::List(b), Cell::List(items)) => {
+                for i in items {
+                    b.values().append_value(i);
+                }
+                b.append(true);
+            }
+            (Builder::Int(b), Cell::Int(v)) => b.append_value(*v),
+            (Builder::Int(b), Cell::Null) => b.append_null(),
+            (Builder::UInt32(b), Cell::UInt(v)) => {
+                b.append_value(u32::try_from(*v).map_err(|_| format!("{v} exceeds UInt32"))?)
+            }
+            (Builder::UInt64(b), Cell::UInt(v)) => b.append_value(*v),
+            (Builder::Float(b), Cell::Float(v)) => b.append_value(*v),
+            (Builder::Float(b), Cell::Null) => b.append_null(),
+            (Builder::Time(b), Cell::Time(v)) => b.append_value(*v),
+            (Builder::Money(b), Cell::Money(v)) => b.append_value(i128::from(*v)),
+            (Builder::Labels(b), Cell::Labels(kv)) => {
+                for (k, v) in kv {
+                    b.keys().append_value(k);
+                    b.values().append_value(v);
+                }
+                b.append(true).map_err(|e| e.to_string())?;
+            }
+            (Builder::Shares(b), Cell::Shares(kv)) => {
+                for (k, v) in kv {
+                    b.keys().append_value(k);
+                    b.values().append_value(*v);
+                }
+                b.append(true).map_err(|e| e.to_string())?;
+            }
+            (_, cell) => return Err(format!("a {cell:?} does not fit this column")),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Category(b) => Arc::new(b.finish()),
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::List(b) => Arc::new(b.finish()),
+            Builder::Int(b) => Arc::new(b.finish()),
+            Builder::UInt32(b) => Arc::new(b.finish()),
+            Builder::UInt64(b) => Arc::new(b.finish()),
+            Builder::Float(b) => Arc::new(b.finish()),
+            Builder::Time(b) => Arc::new(b.finish()),
+            Builder::Money(b) => Arc::new(b.finish()),
+            Builder::Labels(b) => Arc::new(b.finish()),
+            Builder::Shares(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The Arrow schema of a table (the types the builders produce).
+pub fn arrow_schema(table: &Table) -> SchemaRef {
+    let fields: Vec<Field> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let ty = Builder::new(c.ty).finish().data_type().clone();
+            Field::new(c.name, ty, true)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn write_parquet(path: &Path, table: &Table, rows: &[&Vec<Cell>]) -> Result<(), AnalyticsError> {
+    let schema = arrow_schema(table);
+    let mut builders: Vec<Builder> = table.columns.iter().map(|c| Builder::new(c.ty)).collect();
+    for row in rows {
+        for ((b, cell), c) in builders.iter_mut().zip(row.iter()).zip(table.columns) {
+            b.append(cell)
+                .map_err(|e| AnalyticsError::Store(format!("{}.{}: {e}", table.name, c.name)))?;
+        }
+    }
+    let arrays: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(arrow_err(&format!("cannot build {}", table.name)))?;
+    let file = fs::File::create(path).map_err(io(format!("cannot create {}", path.display())))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let write = |file: fs::File| -> Result<fs::File, datafusion::parquet::errors::ParquetError> {
+        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        w.write(&batch)?;
+        w.into_inner()
+    };
+    let file = write(file)
+        .map_err(|e| AnalyticsError::Store(format!("cannot write {}: {e}", path.display())))?;
+    file.sync_all()
+        .map_err(io(format!("cannot sync {}", path.display())))
+}
