@@ -89,6 +89,8 @@ pub struct ReadModels {
     pub clickhouse: Option<String>,
     /// The ClickHouse database of the analytics tables (created if missing).
     pub clickhouse_database: Option<String>,
+    /// Whether `annals serve` keeps the read models caught up as it writes (default true).
+    pub follow: Option<bool>,
 }
 
 #[derive(Clone, Deserialize)]

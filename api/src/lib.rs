@@ -71,7 +71,12 @@ struct Inner {
     rate: limits::RateLimiter,
     max_body_bytes: usize,
     ready: AtomicBool,
+    /// More Prometheus text for `/metrics` (e.g. projection lag), from the embedding program.
+    extra_metrics: std::sync::OnceLock<MetricsSource>,
 }
+
+/// Renders Prometheus text exposition lines (with their `# HELP` and `# TYPE`).
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
     /// `engine` must be running on `log`'s `events` topic.
@@ -90,8 +95,14 @@ impl AppState {
                 rate: limits::RateLimiter::new(settings.rate_per_second),
                 max_body_bytes: settings.max_body_bytes,
                 ready: AtomicBool::new(true),
+                extra_metrics: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Appends what `source` renders to `/metrics` (the first source set stays).
+    pub fn add_metrics(&self, source: MetricsSource) {
+        self.inner.extra_metrics.set(source).ok();
     }
 
     /// Marks the server as not ready (`/ready` answers 503), e.g. while it shuts down.

@@ -12,6 +12,7 @@
 
 pub mod analytics;
 pub mod current_state;
+pub mod follow;
 pub mod runtime;
 pub mod store;
 
@@ -25,3 +26,14 @@ pub use store::{Backend, BackendKind, READER_ROLE, Store, StoreError, Tx, Value}
 
 /// Names of the projections this build has.
 pub const PROJECTIONS: &[&str] = &[CurrentState::NAME, analytics::NAME];
+
+/// Crash testing: when the environment variable `ANNALS_FAILPOINT` names this point, the
+/// process aborts here, as a crash or `kill -9` would stop it. Points: between a batch's rows
+/// and its position (`analytics.clickhouse.before_position`, `analytics.parquet.before_commit`,
+/// `current_state.before_commit`). Unset in normal operation, where this is one lookup per batch.
+pub fn failpoint(name: &str) {
+    if std::env::var("ANNALS_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}

@@ -388,6 +388,7 @@ pub async fn apply_batch<P: Projection>(
 ) -> Result<BatchOutcome, ProjectionError> {
     let mut tx = store.begin().await?;
     let out = apply_in(&mut tx, projection, registry, partition, events).await?;
+    crate::failpoint("current_state.before_commit");
     tx.commit().await?;
     Ok(out)
 }

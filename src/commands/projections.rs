@@ -6,10 +6,12 @@
 //! The log is opened read-only: projections never write it, so these commands run beside
 //! `annals serve`.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use annals_events::{Log, Topic};
 use annals_projections::analytics::{self, Analytics, AnalyticsError, AnalyticsStatus};
+use annals_projections::follow::Follower;
 use annals_projections::{
     Backend, CatchUp, CurrentState, DEFAULT_BATCH, Projection, ProjectionError, Status, Store,
 };
@@ -41,6 +43,10 @@ pub struct Run {
     /// Events per batch at most (default: 1000 for current_state, 50000 for analytics).
     #[arg(long)]
     batch: Option<usize>,
+    /// Keep following the log until Ctrl-C: apply new events as they are written, pause and
+    /// retry with backoff while a database is unreachable.
+    #[arg(long)]
+    follow: bool,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +129,11 @@ pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> 
     let log = Log::open_read_only(&ctx.data_dir)?;
     let topic = log.topic(topic_name)?;
     let registry = Registry::builtin()?;
+    if let ProjectionsCommand::Run(r) = &cmd
+        && r.follow
+    {
+        return follow(ctx, topic_name, registry);
+    }
     runtime()?.block_on(async {
         match cmd {
             ProjectionsCommand::Status(_) => {
@@ -167,6 +178,58 @@ pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> 
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `projections run --follow`: reopens the log each round (another process writes it) and
+/// prints each projection's state when it changes, until Ctrl-C.
+fn follow(ctx: &Context, topic_name: &str, registry: Registry) -> Result<ExitCode, Failure> {
+    let follower = Follower::new(
+        current_state_backend(ctx),
+        analytics_store(ctx)?,
+        std::sync::Arc::new(registry),
+        std::time::Duration::from_millis(500),
+    );
+    let states = follower.states();
+    let data_dir = ctx.data_dir.clone();
+    let topic_name = topic_name.to_owned();
+    let topic = move || {
+        Log::open_read_only(&data_dir)
+            .and_then(|log| log.topic(&topic_name))
+            .map_err(|e| e.to_string())
+    };
+    println!("following {}; Ctrl-C to stop", ctx.data_dir.display());
+    runtime()?.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(follower.run(topic, stopped));
+        let mut shown: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tick.tick() => {}
+            }
+            let now = states.lock().expect("follow states").clone();
+            for (name, st) in now {
+                // Print when a projection pauses, resumes, or catches up.
+                let key = (st.paused.is_some(), st.lag_events == 0);
+                if shown.get(&name) == Some(&key) {
+                    continue;
+                }
+                shown.insert(name.clone(), key);
+                match &st.paused {
+                    Some(why) => println!("{name}: paused: {why}"),
+                    None => println!(
+                        "{name}: {} events applied, lag {} events ({:.3} s)",
+                        st.applied, st.lag_events, st.lag_seconds
+                    ),
+                }
+            }
+        }
+        stop.send(true).ok();
+        task.await.ok();
+        println!("stopped");
+    });
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn open_current(ctx: &Context) -> Result<Store, Failure> {

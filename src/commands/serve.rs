@@ -2,13 +2,17 @@
 //!
 //! Opens the log and starts the engine like `annals demo`, then hands both to `annals-api`.
 //! On a signal it stops accepting connections, drains the requests in flight, and stops the
-//! engine once their events are durable.
+//! engine once their events are durable. Unless `[read_models] follow = false`, it also keeps
+//! the read models (current state and analytics) caught up as it writes, and reports their
+//! lag on `/metrics`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use annals_events::{Log, LogConfig};
 use annals_processors::Engine;
+use annals_projections::follow::Follower;
 use annals_schemas::Registry;
 
 use crate::{Context, Failure};
@@ -33,6 +37,17 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     )?);
     let topic = log.create_topic(annals_api::EVENTS_TOPIC, ctx.config.log.partitions)?;
     let partitions = topic.partitions().len();
+    let follower = if ctx.config.read_models.follow.unwrap_or(true) {
+        Some(Follower::new(
+            super::projections::current_state_backend(ctx),
+            super::projections::analytics_store(ctx)?,
+            registry.clone(),
+            Duration::from_millis(200),
+        ))
+    } else {
+        None
+    };
+    let followed = topic.clone();
     // Starting the engine blocks until every partition's aggregates are rebuilt: before the
     // async runtime exists.
     let engine = Arc::new(
@@ -55,6 +70,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         .thread_name("annals-http")
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+    let (stop_follow, follow_stopped) = tokio::sync::watch::channel(false);
+    let follow_task = follower.map(|f| {
+        let states = f.states();
+        state.add_metrics(Arc::new(move || {
+            annals_projections::follow::prometheus(&states)
+        }));
+        runtime.spawn(f.run(move || Ok(followed.clone()), follow_stopped))
+    });
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -75,9 +98,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
             );
         }
         tracing::info!(%addr, partitions, "serving");
-        annals_api::serve(listener, state, shutdown_signal())
+        let served = annals_api::serve(listener, state, shutdown_signal())
             .await
-            .map_err(|e| Failure::failed(format!("the server stopped: {e}")))
+            .map_err(|e| Failure::failed(format!("the server stopped: {e}")));
+        // The read models catch up with what was written, then stop.
+        stop_follow.send(true).ok();
+        if let Some(task) = follow_task {
+            task.await.ok();
+        }
+        served
     });
     // Let the runtime finish before the engine's workers are stopped (its last reference).
     drop(runtime);

@@ -131,6 +131,9 @@ fn render_metrics(state: &AppState) -> String {
             .ok();
         }
     }
+    if let Some(extra) = state.inner.extra_metrics.get() {
+        out.push_str(&extra());
+    }
     out
 }
 

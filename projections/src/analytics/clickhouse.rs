@@ -224,6 +224,7 @@ impl ClickHouseStore {
             self.insert(&self.table_name(t.name), &columns, data, &token)
                 .await?;
         }
+        crate::failpoint("analytics.clickhouse.before_position");
         let mut data = Vec::new();
         data.extend_from_slice(&batch.partition.to_le_bytes());
         data.extend_from_slice(&batch.next.to_le_bytes());

@@ -208,15 +208,51 @@ impl ParquetStore {
         Ok(out)
     }
 
-    /// Writes a batch's files in a hidden folder, then renames it into place. A batch already
-    /// stored (same range) is left as it is.
+    /// The partition's position: the highest `next` of its committed batch folders.
+    fn partition_position(&self, pdir: &Path) -> Result<u64, AnalyticsError> {
+        let entries = match fs::read_dir(pdir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(format!("cannot list {}", pdir.display()))(e)),
+        };
+        let mut pos = 0;
+        for entry in entries {
+            let entry = entry.map_err(io("cannot list a partition folder"))?;
+            if let Some((_, next)) = batch_range(&entry.file_name().to_string_lossy()) {
+                pos = pos.max(next);
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Writes a batch's files in a hidden folder, then renames it into place. Writers of one
+    /// store take turns (a lock file); a batch already stored is left as it is, and one that
+    /// does not start at the stored position is refused (it would leave a gap or overlap).
     pub fn write(&self, batch: Batch) -> Result<(), AnalyticsError> {
+        fs::create_dir_all(&self.root)
+            .map_err(io(format!("cannot create {}", self.root.display())))?;
+        let lock_path = self.root.join("LOCK");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(format!("cannot open {}", lock_path.display())))?;
+        lock.lock()
+            .map_err(io(format!("cannot lock {}", lock_path.display())))?;
         let pdir = self.dir().join(format!("p{:04}", batch.partition));
-        let name = format!("{:012}-{:012}", batch.first, batch.next);
-        let done = pdir.join(&name);
-        if done.is_dir() {
+        let position = self.partition_position(&pdir)?;
+        if batch.next <= position {
             return Ok(());
         }
+        if batch.first != position {
+            return Err(AnalyticsError::Store(format!(
+                "analytics partition {}: a batch starting at seq {} does not follow the stored position {position}",
+                batch.partition, batch.first
+            )));
+        }
+        let name = format!("{:012}-{:012}", batch.first, batch.next);
+        let done = pdir.join(&name);
         let tmp = pdir.join(format!(".tmp-{name}"));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io(format!("cannot remove {}", tmp.display())))?;
@@ -245,6 +281,7 @@ impl ParquetStore {
         .and_then(|()| fs::File::open(&info_path)?.sync_all())
         .map_err(io(format!("cannot write {}", info_path.display())))?;
         sync_dir(&tmp)?;
+        crate::failpoint("analytics.parquet.before_commit");
         fs::rename(&tmp, &done).map_err(io(format!("cannot rename {}", tmp.display())))?;
         sync_dir(&pdir)
     }

@@ -23,7 +23,7 @@ pub fn registry() -> Registry {
     Registry::builtin().unwrap()
 }
 
-fn meta(id: String) -> CommandMeta {
+pub fn meta(id: String) -> CommandMeta {
     CommandMeta {
         command_id: Some(id),
         actor: "golden".into(),
