@@ -303,6 +303,8 @@ pub struct BatchOutcome {
     pub advanced: u64,
     /// Events before the stored position: already applied, skipped (redelivery).
     pub skipped: u64,
+    /// Of the advanced events, those the projection wanted and applied.
+    pub applied: u64,
 }
 
 /// Applies a batch of one partition's events (in seq order) inside `tx` and moves the stored
@@ -362,6 +364,7 @@ pub async fn apply_in<P: Projection>(
         if projection.wants(&env.event_type) {
             let event = DomainEvent::decode(env, registry)?;
             projection.apply(tx, env, &event).await?;
+            out.applied += 1;
         }
         next = env.seq + 1;
         last_recorded_at = Some(env.recorded_at);
@@ -413,7 +416,10 @@ pub fn read_batch(
 /// What a catch-up did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CatchUp {
+    /// Events the projection's position moved past.
     pub events: u64,
+    /// Of those, the events it wanted and applied (the others are of types it ignores).
+    pub applied: u64,
     pub batches: u64,
     pub seconds: f64,
 }
@@ -443,6 +449,7 @@ pub async fn catch_up<P: Projection>(
             let o = apply_batch(store, projection, registry, p, &events).await?;
             from = events.last().map_or(from, |e| e.seq + 1);
             out.events += o.advanced;
+            out.applied += o.applied;
             out.batches += 1;
         }
     }
@@ -485,6 +492,7 @@ pub async fn rebuild<P: Projection>(
             let o = apply_in(&mut tx, projection, registry, p, &events).await?;
             from = events.last().map_or(from, |e| e.seq + 1);
             out.events += o.advanced;
+            out.applied += o.applied;
             out.batches += 1;
         }
     }

@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Commands(CommandArgs),
     /// Signals through the HTTP API on loopback (the `annals serve` stack in this process).
     Serve(super::bench_serve::ServeArgs),
+    /// Read models: rebuild speed into each store, and lag behind a steady write load.
+    Projections(super::bench_projections::Args),
 }
 
 #[derive(clap::Args)]
@@ -96,6 +98,7 @@ pub fn run(ctx: &Context, cmd: BenchCommand) -> Result<ExitCode, Failure> {
         BenchCommand::Log(args) => args,
         BenchCommand::Commands(args) => return run_commands(ctx, args),
         BenchCommand::Serve(args) => return super::bench_serve::run(ctx, args),
+        BenchCommand::Projections(args) => return super::bench_projections::run(ctx, args),
     };
     if args.partitions == 0 || args.batch == 0 || args.events == 0 {
         return Err(Failure::usage(

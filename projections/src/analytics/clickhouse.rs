@@ -110,14 +110,7 @@ impl ClickHouseStore {
 
     /// Creates the database (if the server lets us) and the tables.
     pub async fn prepare(&self) -> Result<(), AnalyticsError> {
-        let root = self.client.clone().with_database("system");
-        root.query(&format!(
-            "CREATE DATABASE IF NOT EXISTS `{}` ENGINE = Atomic",
-            self.database
-        ))
-        .execute()
-        .await
-        .map_err(failed("cannot create the analytics database"))?;
+        self.ensure_database().await?;
         for t in TABLES {
             self.client
                 .query_raw(&self.create_sql(t))
@@ -136,6 +129,17 @@ impl ClickHouseStore {
             .await
             .map_err(failed("cannot create the positions table"))?;
         Ok(())
+    }
+
+    async fn ensure_database(&self) -> Result<(), AnalyticsError> {
+        let root = self.client.clone().with_database("system");
+        root.query(&format!(
+            "CREATE DATABASE IF NOT EXISTS `{}` ENGINE = Atomic",
+            self.database
+        ))
+        .execute()
+        .await
+        .map_err(failed("cannot create the analytics database"))
     }
 
     async fn fetch_tsv(&self, sql: &str) -> Result<Vec<Vec<String>>, AnalyticsError> {
@@ -288,6 +292,8 @@ impl ClickHouseStore {
 
     /// Exchanges each live table with its shadow (atomic per table), then drops the old ones.
     pub async fn swap_in(&self, new: ClickHouseStore) -> Result<(), AnalyticsError> {
+        // The live tables may not exist yet (a first build done as a rebuild).
+        self.prepare().await?;
         for name in TABLES.iter().map(|t| t.name).chain([POSITIONS]) {
             self.client
                 .query_raw(&format!(
@@ -304,6 +310,7 @@ impl ClickHouseStore {
 
     /// Prepares a rebuild: removes shadow tables an earlier rebuild left.
     pub async fn clear(&self) -> Result<(), AnalyticsError> {
+        self.ensure_database().await?;
         self.drop_tables().await
     }
 

@@ -206,6 +206,7 @@ pub async fn catch_up(
                 })
                 .await?;
             out.events += next - from;
+            out.applied += next - from;
             out.batches += 1;
             from = next;
         }
