@@ -233,6 +233,33 @@ fn locate(log: &Log, registry: &Registry, r: &CheckpointRef) -> Result<Scan, Aud
     }
 }
 
+/// A signed checkpoint found in the log: its partition and tree size (it covers the events of
+/// that partition with seq < tree size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointBound {
+    pub topic: String,
+    pub partition: u32,
+    pub tree_size: u64,
+    /// Seq of the checkpoint event itself.
+    pub seq: u64,
+}
+
+/// Finds checkpoint `r` in the log (for a replay bounded by it).
+pub fn checkpoint_bound(
+    log: &Log,
+    registry: &Registry,
+    r: &CheckpointRef,
+) -> Result<CheckpointBound, AuditError> {
+    let s = locate(log, registry, r)?;
+    let f = find(&s, r).expect("located");
+    Ok(CheckpointBound {
+        topic: s.topic.clone(),
+        partition: s.partition,
+        tree_size: f.checkpoint.tree_size,
+        seq: f.seq,
+    })
+}
+
 /// The proof that checkpoint `new` extends checkpoint `old` (both of one partition).
 pub fn prove_consistency(
     log: &Log,

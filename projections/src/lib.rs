@@ -19,8 +19,8 @@ pub mod store;
 pub use current_state::CurrentState;
 pub use runtime::{
     BatchOutcome, CatchUp, DEFAULT_BATCH, DomainEvent, PartitionStatus, Projection,
-    ProjectionError, Status, TableSpec, apply_batch, apply_in, catch_up, digest, dump, dump_in,
-    migrate, positions, read_batch, rebuild, status,
+    ProjectionError, Rows, Status, TableSpec, apply_batch, apply_in, catch_up, catch_up_to, digest,
+    digest_rows, dump, dump_in, migrate, positions, read_batch, rebuild, status, tenant_rows,
 };
 pub use store::{Backend, BackendKind, READER_ROLE, Store, StoreError, Tx, Value};
 

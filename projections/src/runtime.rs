@@ -433,16 +433,35 @@ pub async fn catch_up<P: Projection>(
     registry: &Registry,
     batch: usize,
 ) -> Result<CatchUp, ProjectionError> {
+    let ends = topic
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), p.head().next_seq))
+        .collect();
+    catch_up_to(store, projection, topic, registry, batch, &ends).await
+}
+
+/// Applies the events of the partitions in `ends` from the stored position up to (excluding)
+/// their end seq: a replay of the projection to a bound.
+pub async fn catch_up_to<P: Projection>(
+    store: &Store,
+    projection: &P,
+    topic: &Topic,
+    registry: &Registry,
+    batch: usize,
+    ends: &BTreeMap<u32, u64>,
+) -> Result<CatchUp, ProjectionError> {
     let started = std::time::Instant::now();
     migrate(store, projection).await?;
     let stored = positions(store, projection.name()).await?;
     let mut out = CatchUp::default();
     for partition in topic.partitions() {
         let p = partition.id();
+        let Some(&end) = ends.get(&p) else { continue };
         let mut from = stored.get(&p).map_or(0, |(s, _)| *s);
-        let head = partition.head().next_seq;
-        while from < head {
-            let events = read_batch(partition, from, batch.max(1))?;
+        while from < end {
+            let mut events = read_batch(partition, from, batch.max(1))?;
+            events.retain(|e| e.seq < end);
             if events.is_empty() {
                 break;
             }
@@ -644,7 +663,27 @@ pub async fn digest<P: Projection>(
     store: &Store,
     projection: &P,
 ) -> Result<String, ProjectionError> {
-    let rows = dump(store, projection).await?;
-    let json = serde_json::to_vec(&rows).expect("serialisable");
-    Ok(hex::encode(Sha256::digest(&json)))
+    Ok(digest_rows(&dump(store, projection).await?))
+}
+
+/// Rows as [`dump`] gives them.
+pub type Rows = BTreeMap<String, Vec<Vec<Option<String>>>>;
+
+/// SHA-256 of the canonical JSON of rows in [`dump`]'s shape.
+pub fn digest_rows(rows: &Rows) -> String {
+    let json = serde_json::to_vec(rows).expect("serialisable");
+    hex::encode(Sha256::digest(&json))
+}
+
+/// Only `tenant`'s rows (every table's first column is `tenant`).
+pub fn tenant_rows(rows: Rows, tenant: &str) -> Rows {
+    rows.into_iter()
+        .map(|(t, r)| {
+            let mine = r
+                .into_iter()
+                .filter(|row| row.first().and_then(|v| v.as_deref()) == Some(tenant))
+                .collect();
+            (t, mine)
+        })
+        .collect()
 }

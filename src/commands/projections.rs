@@ -28,6 +28,16 @@ pub enum ProjectionsCommand {
     Run(Run),
     /// Refill a projection from seq 0 while the live tables keep answering, then swap it in.
     Rebuild(Rebuild),
+    /// The digest of the current-state read model's rows (what `annals replay --projection
+    /// current_state` gives when replayed to the same positions).
+    Digest(DigestArgs),
+}
+
+#[derive(clap::Args)]
+pub struct DigestArgs {
+    /// Only this tenant's rows.
+    #[arg(long)]
+    tenant: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -112,7 +122,11 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> {
+    if let ProjectionsCommand::Digest(d) = &cmd {
+        return digest(ctx, d.tenant.as_deref());
+    }
     let topic_name = match &cmd {
+        ProjectionsCommand::Digest(_) => unreachable!("answered above"),
         ProjectionsCommand::Status(c) => &c.topic,
         ProjectionsCommand::Run(r) => &r.common.topic,
         ProjectionsCommand::Rebuild(r) => &r.common.topic,
@@ -150,6 +164,7 @@ pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> 
                     report(ctx, "caught up", &done);
                 }
             }
+            ProjectionsCommand::Digest(_) => {}
             ProjectionsCommand::Rebuild(r) => {
                 let batch = r.batch;
                 let done = if r.name == analytics::NAME {
@@ -229,6 +244,45 @@ fn follow(ctx: &Context, topic_name: &str, registry: Registry) -> Result<ExitCod
         task.await.ok();
         println!("stopped");
     });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn digest(ctx: &Context, tenant: Option<&str>) -> Result<ExitCode, Failure> {
+    let (rows, positions) = runtime()?.block_on(async {
+        let store = open_current(ctx).await?;
+        let rows = annals_projections::dump(&store, &CurrentState)
+            .await
+            .map_err(failure);
+        let positions = annals_projections::positions(&store, CurrentState::NAME)
+            .await
+            .map_err(failure);
+        store.close().await;
+        Ok::<_, Failure>((rows?, positions?))
+    })?;
+    let rows = match tenant {
+        Some(t) => annals_projections::tenant_rows(rows, t),
+        None => rows,
+    };
+    let digest = annals_projections::digest_rows(&rows);
+    let positions: BTreeMap<u32, u64> = positions.into_iter().map(|(p, (n, _))| (p, n)).collect();
+    if ctx.json {
+        super::print_json(&serde_json::json!({
+            "projection": CurrentState::NAME,
+            "digest": digest,
+            "positions": positions,
+        }));
+    } else {
+        println!("digest {digest}");
+        println!(
+            "{} at {}",
+            CurrentState::NAME,
+            positions
+                .iter()
+                .map(|(p, s)| format!("{p}:{s}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,8 +12,10 @@ use crate::{Context, Failure};
 #[derive(clap::Args)]
 pub struct Args {
     /// `head`, a seq of one partition (with --partition or --tenant: events up to and including
-    /// it), or a time (`2026-11-22T12:00:00Z`: the events the log had recorded before then —
-    /// `recorded_at`, the log's own clock, not when the events say they happened).
+    /// it), a time (`2026-11-22T12:00:00Z`: the events the log had recorded before then —
+    /// `recorded_at`, the log's own clock, not when the events say they happened), or a signed
+    /// checkpoint (`checkpoint:events/3/1200` or `checkpoint:EVENT_ID`: the events of its
+    /// partition it covers).
     #[arg(long, default_value = "head")]
     until: String,
     /// The partition a seq bound refers to.
@@ -25,6 +27,10 @@ pub struct Args {
     /// Only this aggregate (its stream, e.g. `billing.Invoice/acme/INV-7`).
     #[arg(long)]
     aggregate: Option<String>,
+    /// Replay into this read model (`current_state`) instead of the aggregates: its rows as of
+    /// the bound and their digest, which at `head` equals `annals projections digest`'s.
+    #[arg(long)]
+    projection: Option<String>,
     /// Write the whole state (JSON) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -48,6 +54,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         &log,
         &args.topic,
     )?;
+    if let Some(name) = &args.projection {
+        return replay_projection(ctx, &args, name, &log, &registry, until, tenant.as_deref());
+    }
     let what = Replay {
         topic: args.topic.clone(),
         until,
@@ -92,6 +101,111 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Replays the log into a scratch copy of a read model up to the bound and prints the digest
+/// of its rows (only the tenant's, with `--tenant`).
+fn replay_projection(
+    ctx: &Context,
+    args: &Args,
+    name: &str,
+    log: &Log,
+    registry: &Registry,
+    until: Until,
+    tenant: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    use annals_projections::{Backend, CurrentState, Store};
+    if name != CurrentState::NAME {
+        return Err(Failure::usage(format!(
+            "replay --projection supports `{}` (the analytics tables are append-only copies of the events; rebuild them with `annals projections rebuild analytics`)",
+            CurrentState::NAME
+        )));
+    }
+    if args.aggregate.is_some() {
+        return Err(Failure::usage(
+            "--aggregate and --projection do not go together: a read model's rows span aggregates",
+        ));
+    }
+    let topic = log.topic(&args.topic)?;
+    let mut ends = std::collections::BTreeMap::new();
+    for p in topic.partitions() {
+        let end = match until {
+            Until::Head => p.head().next_seq,
+            Until::Seq { partition, seq } if partition == p.id() => {
+                (seq + 1).min(p.head().next_seq)
+            }
+            Until::Seq { .. } => continue,
+            Until::Time(t) => p.seq_at_time(t)?,
+        };
+        ends.insert(p.id(), end);
+    }
+    let scratch = std::env::temp_dir().join(format!("annals-replay-{}.sqlite", std::process::id()));
+    std::fs::remove_file(&scratch).ok();
+    let rt = super::projections::runtime()?;
+    let result = rt.block_on(async {
+        let store = Store::open(&Backend::Sqlite {
+            path: scratch.clone(),
+        })
+        .await
+        .map_err(|e| Failure::failed(e.to_string()))?;
+        let done = annals_projections::catch_up_to(
+            &store,
+            &CurrentState,
+            &topic,
+            registry,
+            annals_projections::DEFAULT_BATCH,
+            &ends,
+        )
+        .await
+        .map_err(|e| Failure::failed(e.to_string()));
+        let rows = annals_projections::dump(&store, &CurrentState)
+            .await
+            .map_err(|e| Failure::failed(e.to_string()));
+        store.close().await;
+        Ok::<_, Failure>((done?, rows?))
+    });
+    for suffix in ["", "-wal", "-shm"] {
+        std::fs::remove_file(format!("{}{suffix}", scratch.display())).ok();
+    }
+    let (done, rows) = result?;
+    let rows = match tenant {
+        Some(t) => annals_projections::tenant_rows(rows, t),
+        None => rows,
+    };
+    let digest = annals_projections::digest_rows(&rows);
+    let doc = serde_json::json!({
+        "projection": name,
+        "digest": digest,
+        "positions": ends,
+        "events": done.events,
+        "applied": done.applied,
+        "seconds": done.seconds,
+        "rows": rows,
+    });
+    if let Some(path) = &args.out {
+        let text = serde_json::to_string_pretty(&doc).expect("serialisable");
+        std::fs::write(path, text)
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if ctx.json {
+        super::print_json(&doc);
+    } else {
+        println!("digest {digest}");
+        println!(
+            "{name}: {} events read ({} applied) in {:.3} s; stopped at {}",
+            done.events,
+            done.applied,
+            done.seconds,
+            ends.iter()
+                .map(|(p, s)| format!("{p}:{s}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        for (table, r) in &rows {
+            println!("  {table}: {} rows", r.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn parse_until(
     text: &str,
     partition: Option<u32>,
@@ -101,6 +215,29 @@ fn parse_until(
 ) -> Result<Until, Failure> {
     if text == "head" {
         return Ok(Until::Head);
+    }
+    if let Some(reference) = text.strip_prefix("checkpoint:") {
+        let r: annals_audit::prove::CheckpointRef = reference
+            .parse()
+            .map_err(|e: annals_audit::AuditError| Failure::usage(e.to_string()))?;
+        let registry = Registry::builtin()?;
+        let b = annals_audit::prove::checkpoint_bound(log, &registry, &r)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        if b.topic != topic {
+            return Err(Failure::usage(format!(
+                "checkpoint {reference} is of topic {}, not {topic} (--topic)",
+                b.topic
+            )));
+        }
+        if b.tree_size == 0 {
+            return Err(Failure::usage(format!(
+                "checkpoint {reference} covers no event"
+            )));
+        }
+        return Ok(Until::Seq {
+            partition: b.partition,
+            seq: b.tree_size - 1,
+        });
     }
     if let Ok(seq) = text.parse::<u64>() {
         let partition = match (partition, tenant) {
@@ -118,7 +255,7 @@ fn parse_until(
         .map(Until::Time)
         .ok_or_else(|| {
             Failure::usage(format!(
-                "--until {text:?} is not `head`, a seq or a time like 2026-01-01T12:00:00Z"
+                "--until {text:?} is not `head`, a seq, a time like 2026-01-01T12:00:00Z or checkpoint:TOPIC/PARTITION/TREE_SIZE"
             ))
         })
 }
