@@ -264,8 +264,12 @@ impl Store {
     /// Starts a transaction (the unit a projection writes a batch and its position in).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pool {
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await.map_err(StoreError::db("begin"))?),
-            Pool::Postgres(p) => Tx::Postgres(p.begin().await.map_err(StoreError::db("begin"))?),
+            Pool::Sqlite(p) => Tx::new(Conn::Sqlite(
+                p.begin().await.map_err(StoreError::db("begin"))?,
+            )),
+            Pool::Postgres(p) => Tx::new(Conn::Postgres(
+                p.begin().await.map_err(StoreError::db("begin"))?,
+            )),
         })
     }
 
@@ -303,7 +307,17 @@ impl Store {
 }
 
 /// A transaction on either backend. Dropped without [`Tx::commit`], it rolls back.
-pub enum Tx {
+///
+/// On PostgreSQL a transaction can pipeline its writes ([`Tx::pipeline`]): statements are then
+/// collected, with their parameters written as literals, and sent together as one script when
+/// the transaction next reads, runs a script or commits — one round trip per batch instead of
+/// one per statement.
+pub struct Tx {
+    conn: Conn,
+    pipeline: Option<String>,
+}
+
+enum Conn {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
@@ -322,22 +336,61 @@ macro_rules! bind_all {
 }
 
 impl Tx {
-    pub fn kind(&self) -> BackendKind {
-        match self {
-            Tx::Sqlite(_) => BackendKind::Sqlite,
-            Tx::Postgres(_) => BackendKind::Postgres,
+    fn new(conn: Conn) -> Tx {
+        Tx {
+            conn,
+            pipeline: None,
         }
     }
 
-    /// Runs one statement; returns the rows it affected.
+    pub fn kind(&self) -> BackendKind {
+        match &self.conn {
+            Conn::Sqlite(_) => BackendKind::Sqlite,
+            Conn::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// From now on, collects writes on PostgreSQL instead of sending each (no effect on
+    /// SQLite, which runs in process). [`execute`](Self::execute) then answers 0 rows affected.
+    pub fn pipeline(&mut self) {
+        if matches!(self.conn, Conn::Postgres(_)) && self.pipeline.is_none() {
+            // The literals below quote by doubling `'` only: make sure backslashes are plain.
+            self.pipeline = Some("SET LOCAL standard_conforming_strings = on;\n".to_owned());
+        }
+    }
+
+    /// Sends the collected statements, if any.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(script) = self.pipeline.as_mut().filter(|s| !s.is_empty()) else {
+            return Ok(());
+        };
+        let script = std::mem::take(script);
+        if let Conn::Postgres(tx) = &mut self.conn {
+            sqlx::raw_sql(AssertSqlSafe(script))
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::db("a pipelined batch of writes"))?;
+        }
+        Ok(())
+    }
+
+    /// Runs one statement; returns the rows it affected (0 while pipelining).
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        if let Some(script) = &mut self.pipeline {
+            inline_params(script, sql, params)?;
+            script.push_str(";\n");
+            if script.len() > 1 << 20 {
+                self.flush().await?;
+            }
+            return Ok(0);
+        }
         let q = sqlx::query(AssertSqlSafe(sql));
-        let n = match self {
-            Tx::Sqlite(tx) => bind_all!(q, params)
+        let n = match &mut self.conn {
+            Conn::Sqlite(tx) => bind_all!(q, params)
                 .execute(&mut **tx)
                 .await
                 .map(|r| r.rows_affected()),
-            Tx::Postgres(tx) => bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
+            Conn::Postgres(tx) => bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
                 .execute(&mut **tx)
                 .await
                 .map(|r| r.rows_affected()),
@@ -350,12 +403,13 @@ impl Tx {
 
     /// Runs one or more statements without parameters (DDL).
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
-        let r = match self {
-            Tx::Sqlite(tx) => sqlx::raw_sql(AssertSqlSafe(sql))
+        self.flush().await?;
+        let r = match &mut self.conn {
+            Conn::Sqlite(tx) => sqlx::raw_sql(AssertSqlSafe(sql))
                 .execute(&mut **tx)
                 .await
                 .map(|_| ()),
-            Tx::Postgres(tx) => sqlx::raw_sql(AssertSqlSafe(sql))
+            Conn::Postgres(tx) => sqlx::raw_sql(AssertSqlSafe(sql))
                 .execute(&mut **tx)
                 .await
                 .map(|_| ()),
@@ -369,9 +423,10 @@ impl Tx {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Vec<Option<i64>>>, StoreError> {
+        self.flush().await?;
         let ctx = || format!("`{}`", one_line(sql));
-        match self {
-            Tx::Sqlite(tx) => {
+        match &mut self.conn {
+            Conn::Sqlite(tx) => {
                 let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
                     .fetch_all(&mut **tx)
                     .await
@@ -385,7 +440,7 @@ impl Tx {
                     .collect::<Result<_, _>>()
                     .map_err(StoreError::db(ctx()))
             }
-            Tx::Postgres(tx) => {
+            Conn::Postgres(tx) => {
                 let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
                     .fetch_all(&mut **tx)
                     .await
@@ -408,9 +463,10 @@ impl Tx {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        self.flush().await?;
         let ctx = || format!("`{}`", one_line(sql));
-        match self {
-            Tx::Sqlite(tx) => {
+        match &mut self.conn {
+            Conn::Sqlite(tx) => {
                 let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
                     .fetch_all(&mut **tx)
                     .await
@@ -424,7 +480,7 @@ impl Tx {
                     .collect::<Result<_, _>>()
                     .map_err(StoreError::db(ctx()))
             }
-            Tx::Postgres(tx) => {
+            Conn::Postgres(tx) => {
                 let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), params)
                     .fetch_all(&mut **tx)
                     .await
@@ -441,21 +497,62 @@ impl Tx {
         }
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.flush().await?;
+        match self.conn {
+            Conn::Sqlite(tx) => tx.commit().await,
+            Conn::Postgres(tx) => tx.commit().await,
         }
         .map_err(StoreError::db("commit"))
     }
 
     pub async fn rollback(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(tx) => tx.rollback().await,
-            Tx::Postgres(tx) => tx.rollback().await,
+        match self.conn {
+            Conn::Sqlite(tx) => tx.rollback().await,
+            Conn::Postgres(tx) => tx.rollback().await,
         }
         .map_err(StoreError::db("rollback"))
     }
+}
+
+/// Appends `sql` with `$N` replaced by `params[N-1]` as SQL literals (strings quoted with `'`
+/// doubled — PostgreSQL's standard-conforming strings — integers as digits, NULL).
+fn inline_params(out: &mut String, sql: &str, params: &[Value]) -> Result<(), StoreError> {
+    let mut rest = sql;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let digits = rest[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            out.push('$');
+            rest = &rest[i + 1..];
+            continue;
+        }
+        let n: usize = rest[i + 1..i + 1 + digits].parse().unwrap_or(0);
+        let value = n
+            .checked_sub(1)
+            .and_then(|k| params.get(k))
+            .ok_or_else(|| {
+                StoreError::Invalid(format!("`{}` has no parameter ${n}", one_line(sql)))
+            })?;
+        match value {
+            // Parenthesised: `x - $1` must not become the comment `x --1`.
+            Value::Int(Some(v)) => out.push_str(&format!("({v})")),
+            Value::Text(Some(t)) => {
+                if t.contains('\0') {
+                    return Err(StoreError::Invalid(
+                        "a text value holds a NUL character".into(),
+                    ));
+                }
+                out.push('\'');
+                out.push_str(&t.replace('\'', "''"));
+                out.push('\'');
+            }
+            Value::Int(None) | Value::Text(None) => out.push_str("NULL"),
+        }
+        rest = &rest[i + 1 + digits..];
+    }
+    out.push_str(rest);
+    Ok(())
 }
 
 /// A plain SQL identifier (schema names come from configuration and tests).

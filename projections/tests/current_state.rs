@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use annals_projections::{
-    Backend, BackendKind, CurrentState, DEFAULT_BATCH, Projection, ProjectionError, Store,
+    Backend, BackendKind, CurrentState, DEFAULT_BATCH, Projection, ProjectionError, Store, Value,
     apply_batch, apply_in, catch_up, digest, dump, dump_in, migrate, positions, read_batch,
     rebuild, status,
 };
@@ -300,5 +300,60 @@ fn sqlite_has_no_tenant_sessions() {
         let store = Store::open(&sqlite(dir.path(), "x")).await.unwrap();
         let err = store.tenant_session("acme").await.err().unwrap();
         assert!(err.to_string().contains("PostgreSQL"));
+    });
+}
+
+/// Pipelined writes inline their parameters as literals: every character must survive, and no
+/// value may be read as SQL.
+#[test]
+fn pipelined_writes_keep_every_character_on_postgres() {
+    let rt = rt();
+    let Some(backend) = postgres(&rt, "pipeline") else {
+        return;
+    };
+    rt.block_on(async {
+        let store = Store::open(&backend).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.execute_script("CREATE TABLE t (k BIGINT PRIMARY KEY, v TEXT, n BIGINT)")
+            .await
+            .unwrap();
+        tx.pipeline();
+        let nasty = [
+            "plain",
+            "it's",
+            "''; DROP TABLE t; --",
+            "back\\slash \\' and $1 and $$ dollar",
+            "line\nbreak\ttab ünïcødé 🦀",
+            "",
+        ];
+        for (i, v) in nasty.iter().enumerate() {
+            let n = -(i as i64) - 1;
+            tx.execute(
+                "INSERT INTO t (k, v, n) VALUES ($1, $2, 0 - $3)",
+                &[Value::from(i as i64), Value::from(*v), Value::from(n)],
+            )
+            .await
+            .unwrap();
+        }
+        tx.execute(
+            "INSERT INTO t (k, v, n) VALUES ($1, $2, $3)",
+            &[99_i64.into(), Value::Text(None), Value::Int(None)],
+        )
+        .await
+        .unwrap();
+        let rows = tx
+            .fetch_texts(
+                "SELECT CAST(k AS TEXT), v, CAST(n AS TEXT) FROM t ORDER BY k",
+                &[],
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        for (i, v) in nasty.iter().enumerate() {
+            assert_eq!(rows[i][1].as_deref(), Some(*v));
+            assert_eq!(rows[i][2], Some((i as i64 + 1).to_string()));
+        }
+        assert_eq!(rows[nasty.len()], vec![Some("99".into()), None, None]);
+        store.close().await;
     });
 }
