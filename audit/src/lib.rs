@@ -4,7 +4,8 @@
 //! signed checkpoints appended to the partition they cover ([`checkpoint`]), inclusion and
 //! consistency proofs generated from the log ([`prove`]), evidence bundles of a tenant's events
 //! with their proofs ([`evidence`]), the checkpoint checks of `annals verify` ([`check`]) and the
-//! checkpoint-signing key in the data dir ([`key`]).
+//! checkpoint-signing key in the data dir ([`key`]), and the subject key store that seals
+//! personal data so that erasing a subject deletes only its key ([`subjects`]).
 //!
 //! Must not: define the hashing, the signed text or the proof format — those belong to
 //! `annals-proof`, the small crate an auditor verifies with, so that what this crate produces
@@ -21,6 +22,7 @@ pub mod checkpoint;
 pub mod evidence;
 pub mod key;
 pub mod prove;
+pub mod subjects;
 
 use std::path::PathBuf;
 
@@ -29,6 +31,7 @@ pub use checkpoint::{Checkpointer, MadeCheckpoint, make_checkpoint};
 pub use evidence::{Evidence, EvidenceRequest, collect_evidence};
 pub use key::{CheckpointKey, data_dir_public_key, default_key_path, public_key_path};
 pub use prove::{CheckpointRef, prove_consistency, prove_inclusion};
+pub use subjects::SubjectKeys;
 
 /// Event type of a checkpoint.
 pub const CHECKPOINT_EVENT_TYPE: &str = "audit.CheckpointSigned";

@@ -200,6 +200,11 @@ pub enum Business {
         policy_id: String,
         command: crate::policy::PolicyCommand,
     },
+    /// A person the tenant registers as a contact: a data subject with personal data.
+    Contact {
+        contact_id: String,
+        command: crate::tenancy::ContactCommand,
+    },
 }
 
 /// Currency, tax jurisdiction and VAT/GST rate (basis points) of a region.
@@ -251,6 +256,18 @@ pub fn business(spec: &Spec, t: u32) -> Vec<Business> {
     let (currency, jurisdiction, rate_bp) = region_billing(region);
     let signals = i64::from(spec.signals_per_day) * i64::from(spec.days);
     let mut out = Vec::new();
+
+    // The tenant's billing contact: a person, whose name and email are personal data.
+    out.push(Business::Contact {
+        contact_id: "billing-contact".into(),
+        command: crate::tenancy::ContactCommand::RegisterContact {
+            tenant: tenant.clone(),
+            contact_id: "billing-contact".into(),
+            name: format!("Billing Contact {t:03}"),
+            email: format!("billing.{t:03}@{tenant}.example"),
+            role: "billing".into(),
+        },
+    });
 
     // Budget: the month's limit, and each day's signal usage against it.
     let daily_cost =

@@ -4,7 +4,7 @@ use annals_domain::billing::{BudgetCommand, InvoiceCommand};
 use annals_domain::ingest::IngestCommand;
 use annals_domain::models::{DeploymentCommand, ModelVersionCommand};
 use annals_domain::policy::PolicyCommand;
-use annals_domain::tenancy::TenantCommand;
+use annals_domain::tenancy::{ContactCommand, TenantCommand};
 use annals_domain::{DomainError, Kind};
 use serde::Serialize;
 
@@ -14,6 +14,12 @@ pub enum Command {
     Tenancy {
         tenant: String,
         command: TenantCommand,
+    },
+    /// A tenant's contact (a data subject): registration and erasure.
+    Contact {
+        tenant: String,
+        contact_id: String,
+        command: ContactCommand,
     },
     Ingest(IngestCommand),
     Invoice {
@@ -51,6 +57,7 @@ impl Command {
         match self {
             Command::Ingest(IngestCommand::IngestSignals { tenant, .. }) => tenant,
             Command::Tenancy { tenant, .. }
+            | Command::Contact { tenant, .. }
             | Command::Invoice { tenant, .. }
             | Command::Budget { tenant, .. }
             | Command::ModelVersion { tenant, .. }
@@ -64,6 +71,9 @@ impl Command {
         use annals_domain::{billing, ingest, models, policy, tenancy};
         match self {
             Command::Tenancy { tenant, .. } => tenancy::stream(tenant),
+            Command::Contact {
+                tenant, contact_id, ..
+            } => tenancy::contact_stream(tenant, contact_id),
             Command::Ingest(IngestCommand::IngestSignals { tenant, source, .. }) => {
                 ingest::stream(tenant, source)
             }

@@ -14,7 +14,9 @@ use annals_domain::models::{
     ModelVersionEvent, ModelVersionServices,
 };
 use annals_domain::policy::{Policy, PolicyEvent, PolicyServices};
-use annals_domain::tenancy::{Tenant, TenantEvent, TenantStatus};
+use annals_domain::tenancy::{
+    Contact, ContactCommand, ContactEvent, ContactServices, Tenant, TenantEvent, TenantStatus,
+};
 use annals_domain::{DomainError, Payload};
 use annals_events::{EnvelopeRef, NewEvent, Partition};
 use annals_schemas::Registry;
@@ -41,6 +43,7 @@ pub(crate) struct Decided {
 #[derive(Default)]
 pub struct PartitionState {
     tenants: HashMap<String, Tenant>,
+    contacts: HashMap<String, Contact>,
     sources: HashMap<String, Source>,
     sources_per_tenant: HashMap<String, usize>,
     invoices: HashMap<String, Invoice>,
@@ -100,8 +103,11 @@ impl PartitionState {
         };
         match t.split('.').next() {
             Some("tenancy") => {
-                if let Some(e) = TenantEvent::from_json(t, json()?) {
+                let payload = json()?;
+                if let Some(e) = TenantEvent::from_json(t, payload.clone()) {
                     apply_to(&mut self.tenants, s, e.map_err(fail)?);
+                } else if let Some(e) = ContactEvent::from_json(t, payload) {
+                    apply_to(&mut self.contacts, s, e.map_err(fail)?);
                 }
             }
             Some("ingest") => {
@@ -199,6 +205,7 @@ impl PartitionState {
         add(&mut out, v, &self.model_versions, &keep);
         add(&mut out, v, &self.deployments, &keep);
         add(&mut out, v, &self.policies, &keep);
+        add(&mut out, v, &self.contacts, &keep);
         out
     }
 
@@ -296,6 +303,24 @@ impl PartitionState {
         match cmd {
             Command::Tenancy { command, .. } => {
                 let r = run(rt, &mut self.tenants, &stream, command, &());
+                emitted.all(self.settle(r)?, None)?;
+            }
+            Command::Contact {
+                contact_id,
+                command,
+                ..
+            } => {
+                if let ContactCommand::RegisterContact {
+                    tenant: ct,
+                    contact_id: cc,
+                    ..
+                } = &command
+                {
+                    same_address("tenant", ct, &tenant)?;
+                    same_address("contact_id", cc, &contact_id)?;
+                }
+                let services = ContactServices { tenant: status };
+                let r = run(rt, &mut self.contacts, &stream, command, &services);
                 emitted.all(self.settle(r)?, None)?;
             }
             Command::Ingest(command) => {

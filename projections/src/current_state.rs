@@ -1,6 +1,7 @@
 //! The current-state read model (`current_state`): what applications read — tenants, invoices
 //! and their lines and credits, budgets, model versions, deployments and their traffic shares,
-//! policies and their versions. Every table carries `tenant` first; on PostgreSQL every table
+//! policies and their versions, contacts (personal data, nulled when the subject is erased).
+//! Every table carries `tenant` first; on PostgreSQL every table
 //! has row-level security. Money is in minor units beside its ISO-4217 currency; times are
 //! microseconds since the Unix epoch (UTC); `stream_version` is the version of the aggregate
 //! the row was last changed by.
@@ -8,7 +9,7 @@
 use annals_domain::billing::{BudgetEvent, InvoiceEvent};
 use annals_domain::models::{DeploymentEvent, ModelVersionEvent, TrafficShare};
 use annals_domain::policy::PolicyEvent;
-use annals_domain::tenancy::TenantEvent;
+use annals_domain::tenancy::{ContactEvent, TenantEvent};
 use annals_events::Envelope;
 
 use crate::params;
@@ -19,6 +20,9 @@ const B: &str = "BIGINT";
 const T: &str = "TEXT";
 
 /// The tables, in the order they are documented.
+/// How many of [`TABLES`] migration 1 created.
+const V1_TABLES: usize = 10;
+
 pub const TABLES: &[TableSpec] = &[
     TableSpec {
         name: "tenants",
@@ -176,6 +180,23 @@ pub const TABLES: &[TableSpec] = &[
         ],
         key: &["tenant", "policy_id", "version"],
     },
+    // Added by migration 2.
+    TableSpec {
+        name: "contacts",
+        columns: &[
+            ("tenant", T),
+            ("contact_id", T),
+            // Personal data: null once the contact is erased.
+            ("name", T),
+            ("email", T),
+            // billing | security | technical
+            ("role", T),
+            // 1 once the subject's personal data was erased, else 0.
+            ("erased", B),
+            ("stream_version", B),
+        ],
+        key: &["tenant", "contact_id"],
+    },
 ];
 
 /// The current-state projection.
@@ -203,13 +224,18 @@ impl Projection for CurrentState {
     }
 
     fn migrations(&self, backend: BackendKind) -> Vec<String> {
-        let mut v1: String = TABLES.iter().map(TableSpec::create_sql).collect();
-        if backend == BackendKind::Postgres {
-            for t in TABLES {
-                v1.push_str(&postgres_rls_sql(t.name, true));
+        let (first, added) = TABLES.split_at(V1_TABLES);
+        let create = |tables: &[TableSpec]| {
+            let mut sql: String = tables.iter().map(TableSpec::create_sql).collect();
+            if backend == BackendKind::Postgres {
+                for t in tables {
+                    sql.push_str(&postgres_rls_sql(t.name, true));
+                }
             }
-        }
-        vec![v1]
+            sql
+        };
+        // Published migrations never change: 1 made the first tables, 2 added `contacts`.
+        vec![create(first), create(&added[..1])]
     }
 
     async fn apply(
@@ -221,6 +247,7 @@ impl Projection for CurrentState {
         let v = env.stream_version;
         match event {
             DomainEvent::Tenant(e) => tenant(tx, e, v).await,
+            DomainEvent::Contact(e) => contact(tx, e, v).await,
             DomainEvent::Invoice(e) => invoice(tx, e, v).await,
             DomainEvent::Budget(e) => budget(tx, e, v).await,
             DomainEvent::ModelVersion(e) => model_version(tx, e, v).await,
@@ -229,6 +256,43 @@ impl Projection for CurrentState {
             DomainEvent::Signal(_) | DomainEvent::Other => Ok(()),
         }
     }
+}
+
+/// A personal field as the log gives it: erased or unreadable values are stored as null.
+fn personal(value: &str) -> Option<&str> {
+    use annals_schemas::personal::{ERASED, SEALED};
+    (value != ERASED && value != SEALED).then_some(value)
+}
+
+async fn contact(tx: &mut Tx, e: &ContactEvent, v: u64) -> Result<(), ProjectionError> {
+    match e {
+        ContactEvent::ContactRegistered(c) => {
+            tx.execute(
+                "INSERT INTO contacts (tenant, contact_id, name, email, role, erased, \
+                 stream_version) VALUES ($1, $2, $3, $4, $5, 0, $6) \
+                 ON CONFLICT (tenant, contact_id) DO UPDATE SET name = excluded.name, \
+                 email = excluded.email, role = excluded.role, stream_version = excluded.stream_version",
+                params![
+                    &c.tenant,
+                    &c.contact_id,
+                    personal(&c.name),
+                    personal(&c.email),
+                    &c.role,
+                    v
+                ],
+            )
+            .await?;
+        }
+        ContactEvent::SubjectErased(x) => {
+            tx.execute(
+                "UPDATE contacts SET name = NULL, email = NULL, erased = 1, stream_version = $3 \
+                 WHERE tenant = $1 AND contact_id = $2",
+                params![&x.tenant, &x.subject, v],
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn tenant(tx: &mut Tx, e: &TenantEvent, v: u64) -> Result<(), ProjectionError> {

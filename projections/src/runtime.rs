@@ -10,7 +10,7 @@ use annals_domain::billing::{BudgetEvent, InvoiceEvent};
 use annals_domain::ingest::IngestEvent;
 use annals_domain::models::{DeploymentEvent, ModelVersionEvent};
 use annals_domain::policy::PolicyEvent;
-use annals_domain::tenancy::TenantEvent;
+use annals_domain::tenancy::{ContactEvent, TenantEvent};
 use annals_events::{Envelope, Topic};
 use annals_schemas::Registry;
 use serde::Serialize;
@@ -87,6 +87,7 @@ impl TableSpec {
 #[derive(Debug, Clone)]
 pub enum DomainEvent {
     Tenant(TenantEvent),
+    Contact(ContactEvent),
     Signal(Box<IngestEvent>),
     Invoice(InvoiceEvent),
     Budget(BudgetEvent),
@@ -118,7 +119,11 @@ impl DomainEvent {
         };
         match t.split('.').next() {
             Some("tenancy") => {
-                some(TenantEvent::from_json(t, json()?).map(|r| r.map(DomainEvent::Tenant)))
+                let v = json()?;
+                if let Some(r) = TenantEvent::from_json(t, v.clone()) {
+                    return r.map(DomainEvent::Tenant).map_err(fail);
+                }
+                some(ContactEvent::from_json(t, v).map(|r| r.map(DomainEvent::Contact)))
             }
             Some("ingest") if t == "ingest.SignalIngested" => {
                 IngestEvent::decode(registry, env.schema_id, &env.payload)

@@ -14,6 +14,7 @@
 //! and it knows nothing of the log: envelopes, streams, partitions and hashing belong elsewhere.
 
 mod json;
+pub mod personal;
 mod sample;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +51,8 @@ pub struct SchemaInfo {
     /// Hex sha256 of the file's bytes.
     pub sha256: String,
     pub schema: Schema,
+    /// Fields holding personal data, sealed under their subject's key.
+    pub personal: personal::PersonalFields,
 }
 
 /// Result of checking that an older version of a type can be read by its latest version.
@@ -108,6 +111,9 @@ pub struct Registry {
     by_id: HashMap<SchemaId, usize>,
     /// Event type -> index of its latest version.
     latest: BTreeMap<String, usize>,
+    /// Seals and opens personal fields; without one, personal data cannot be written and reads
+    /// show it as sealed.
+    sealer: Option<std::sync::Arc<dyn personal::Sealer>>,
 }
 
 /// One line of `published.lock`.
@@ -296,6 +302,12 @@ impl Registry {
                 });
             }
             let schema = parse_event_schema(path, text, &event_type)?;
+            let personal = personal::PersonalFields::from_schema_text(text).map_err(|detail| {
+                SchemaError::Parse {
+                    path: path.clone(),
+                    detail,
+                }
+            })?;
             schemas.push(SchemaInfo {
                 id: entry.id,
                 event_type,
@@ -303,6 +315,7 @@ impl Registry {
                 path: path.clone(),
                 sha256: found,
                 schema,
+                personal,
             });
         }
         if let Some(err) = unpublished {
@@ -322,7 +335,14 @@ impl Registry {
             schemas,
             by_id,
             latest,
+            sealer: None,
         })
+    }
+
+    /// The same registry, sealing and opening personal fields with `sealer`.
+    pub fn with_sealer(mut self, sealer: std::sync::Arc<dyn personal::Sealer>) -> Registry {
+        self.sealer = Some(sealer);
+        self
     }
 
     /// Every published schema, sorted by id.
@@ -357,6 +377,17 @@ impl Registry {
         let invalid = |detail: String| SchemaError::Invalid {
             event_type: event_type.to_string(),
             detail,
+        };
+        let sealed;
+        let payload = if info.personal.is_empty() {
+            payload
+        } else {
+            let mut p = payload.clone();
+            info.personal
+                .seal(&mut p, self.sealer.as_deref())
+                .map_err(invalid)?;
+            sealed = p;
+            &sealed
         };
         let value = json::json_to_avro(&info.schema, payload).map_err(invalid)?;
         let bytes = to_avro_datum(&info.schema, value).map_err(|e| invalid(e.to_string()))?;
@@ -419,10 +450,22 @@ impl Registry {
         bytes: &[u8],
     ) -> Result<serde_json::Value, SchemaError> {
         let value = self.decode(id, bytes)?;
-        serde_json::Value::try_from(value).map_err(|e| SchemaError::Decode {
+        let mut json = serde_json::Value::try_from(value).map_err(|e| SchemaError::Decode {
             schema_id: id,
             detail: format!("cannot express the decoded value as JSON: {e}"),
-        })
+        })?;
+        // Personal fields as the latest version of the type marks them (payloads are resolved
+        // to it).
+        let writer = self.get(id).ok_or(SchemaError::UnknownSchemaId(id))?;
+        let latest = self.latest_or_err(&writer.event_type)?;
+        latest
+            .personal
+            .open(&mut json, self.sealer.as_deref())
+            .map_err(|detail| SchemaError::Decode {
+                schema_id: id,
+                detail: format!("cannot open a personal field: {detail}"),
+            })?;
+        Ok(json)
     }
 
     /// For every event type, checks every older version against the latest: the schemas must be

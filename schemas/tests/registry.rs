@@ -3,12 +3,50 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use annals_schemas::personal::{ERASED, PersonalFields, SEALED, SEALED_PREFIX, Sealer};
 use annals_schemas::{ENVELOPE_V1_AVSC, Registry, SchemaError, sample_datum};
 use apache_avro::{Schema, types::Value};
 use serde_json::json;
 
 fn registry() -> Registry {
-    Registry::builtin().expect("the builtin registry loads (every file published, hashes match)")
+    Registry::builtin()
+        .expect("the builtin registry loads (every file published, hashes match)")
+        .with_sealer(std::sync::Arc::new(TestSealer::default()))
+}
+
+/// A reversible stand-in for the subject key store: "seals" by hex-encoding the plaintext
+/// XORed with a per-subject byte; erased subjects open to `None`.
+#[derive(Debug, Default)]
+struct TestSealer {
+    erased: std::sync::Mutex<Vec<String>>,
+}
+
+impl TestSealer {
+    fn key(tenant: &str, subject: &str) -> u8 {
+        (tenant.len() * 31 + subject.len() * 7) as u8 | 1
+    }
+}
+
+impl Sealer for TestSealer {
+    fn seal(&self, tenant: &str, subject: &str, _: &str, plain: &str) -> Result<String, String> {
+        let k = Self::key(tenant, subject);
+        let bytes: Vec<u8> = plain.bytes().map(|b| b ^ k).collect();
+        Ok(format!("{SEALED_PREFIX}{}", hex::encode(bytes)))
+    }
+    fn open(
+        &self,
+        tenant: &str,
+        subject: &str,
+        _: &str,
+        sealed: &str,
+    ) -> Result<Option<String>, String> {
+        if self.erased.lock().unwrap().iter().any(|s| s == subject) {
+            return Ok(None);
+        }
+        let k = Self::key(tenant, subject);
+        let bytes = hex::decode(&sealed[SEALED_PREFIX.len()..]).map_err(|e| e.to_string())?;
+        Ok(Some(bytes.iter().map(|b| (b ^ k) as char).collect()))
+    }
 }
 
 /// Every schema file on disk, as `Registry::from_sources` takes them.
@@ -366,6 +404,14 @@ fn realistic_payloads() -> Vec<(&'static str, serde_json::Value)> {
             json!({"tenant": "acme", "reason": "invoice 2025-03 unpaid"}),
         ),
         ("tenancy.TenantReactivated", json!({"tenant": "acme"})),
+        (
+            "tenancy.ContactRegistered",
+            json!({"tenant": "acme", "contact_id": "c-17", "name": "Ada Lovelace", "email": "ada@example.com", "role": "billing"}),
+        ),
+        (
+            "tenancy.SubjectErased",
+            json!({"tenant": "acme", "subject": "c-17", "reason": "DSR-2025-0009", "erased_at": 1_744_070_400_000_000_i64}),
+        ),
         ("tenancy.TenantArchived", json!({"tenant": "acme"})),
         (
             "ingest.SignalIngested",
@@ -564,7 +610,12 @@ fn wrong_payloads_are_rejected_naming_the_field() {
     let detail = invalid_detail(reg.encode_json("tenancy.TenantProvisioned", &unknown));
     assert!(detail.contains("plann"), "{detail}");
 
-    let mut signal = good[5].1.clone();
+    let mut signal = good
+        .iter()
+        .find(|(t, _)| *t == "ingest.SignalIngested")
+        .unwrap()
+        .1
+        .clone();
     signal["value"] = json!("21.5");
     let detail = invalid_detail(reg.encode_json("ingest.SignalIngested", &signal));
     assert!(
@@ -572,7 +623,12 @@ fn wrong_payloads_are_rejected_naming_the_field() {
         "{detail}"
     );
 
-    let mut signal = good[5].1.clone();
+    let mut signal = good
+        .iter()
+        .find(|(t, _)| *t == "ingest.SignalIngested")
+        .unwrap()
+        .1
+        .clone();
     signal["attributes"]["room"] = json!(12);
     let detail = invalid_detail(reg.encode_json("ingest.SignalIngested", &signal));
     assert!(detail.contains("attributes[\"room\"]"), "{detail}");
@@ -662,4 +718,74 @@ fn error_messages_say_what_to_do() {
         path: "avro/a/B.v1.avsc".into(),
     };
     assert!(missing.to_string().contains("restore"));
+}
+
+#[test]
+fn personal_fields_are_sealed_opened_and_erased() {
+    let sealer = std::sync::Arc::new(TestSealer::default());
+    let reg = Registry::builtin().unwrap().with_sealer(sealer.clone());
+    let payload = json!({"tenant": "acme", "contact_id": "c-17", "name": "Ada Lovelace",
+        "email": "ada@example.com", "role": "billing"});
+    let (id, bytes) = reg
+        .encode_json("tenancy.ContactRegistered", &payload)
+        .unwrap();
+    // The stored bytes hold neither plaintext; the subject id and the role stay readable.
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("Ada") && !text.contains("ada@"), "{text}");
+    assert!(text.contains("c-17") && text.contains("billing"));
+    assert_eq!(reg.decode_json(id, &bytes).unwrap(), payload);
+    // Without a key store: never written in clear, read as sealed.
+    let bare = Registry::builtin().unwrap();
+    let err = bare
+        .encode_json("tenancy.ContactRegistered", &payload)
+        .unwrap_err();
+    assert!(err.to_string().contains("personal data"), "{err}");
+    let shown = bare.decode_json(id, &bytes).unwrap();
+    assert_eq!(shown["name"], SEALED);
+    assert_eq!(shown["role"], "billing");
+    // Erased: the fields read as erased, the rest as before.
+    sealer.erased.lock().unwrap().push("c-17".into());
+    let shown = reg.decode_json(id, &bytes).unwrap();
+    assert_eq!(shown["name"], ERASED);
+    assert_eq!(shown["email"], ERASED);
+    assert_eq!(shown["contact_id"], "c-17");
+}
+
+#[test]
+fn personal_markers_must_be_usable() {
+    let schema = |fields: &str, subject: &str| {
+        format!(r#"{{"type": "record", "name": "X", {subject} "fields": [{fields}]}}"#)
+    };
+    let ok = schema(
+        r#"{"name": "tenant", "type": "string"}, {"name": "who", "type": "string"}, {"name": "mail", "type": "string", "annals.personal": true}"#,
+        r#""annals.subject": "who","#,
+    );
+    let p = PersonalFields::from_schema_text(&ok).unwrap();
+    assert_eq!(p.fields, vec!["mail"]);
+    for (bad, why) in [
+        (
+            schema(
+                r#"{"name": "mail", "type": "string", "annals.personal": true}"#,
+                "",
+            ),
+            "annals.subject",
+        ),
+        (
+            schema(
+                r#"{"name": "who", "type": "string"}, {"name": "n", "type": "long", "annals.personal": true}"#,
+                r#""annals.subject": "who","#,
+            ),
+            "must be a string",
+        ),
+        (
+            schema(
+                r#"{"name": "who", "type": "string", "annals.personal": true}"#,
+                r#""annals.subject": "who","#,
+            ),
+            "cannot itself be personal",
+        ),
+    ] {
+        let err = PersonalFields::from_schema_text(&bad).unwrap_err();
+        assert!(err.contains(why), "{err}");
+    }
 }

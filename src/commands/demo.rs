@@ -96,7 +96,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         days: args.days,
         seed: args.seed,
     };
-    let registry = Arc::new(Registry::builtin()?);
+    let registry = Arc::new(super::registry(ctx)?);
     let log = Log::open(
         &ctx.data_dir,
         LogConfig {
@@ -444,6 +444,14 @@ fn business_command(tenant: &str, b: golden::Business) -> Command {
         golden::Business::Policy { policy_id, command } => Command::Policy {
             tenant,
             policy_id,
+            command,
+        },
+        golden::Business::Contact {
+            contact_id,
+            command,
+        } => Command::Contact {
+            tenant,
+            contact_id,
             command,
         },
     }

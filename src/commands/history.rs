@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use annals_events::Log;
 use annals_events::time::format_micros;
-use annals_schemas::Registry;
 
 use crate::{Context, Failure};
 
@@ -26,7 +25,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
             ))
         })?;
     let log = Log::open_read_only(&ctx.data_dir)?;
-    let registry = Registry::builtin()?;
+    let registry = super::registry(ctx)?;
     let topic = log.topic(&args.topic)?;
     let partition = topic.partition_for(tenant);
     let mut reader = partition.reader(0);

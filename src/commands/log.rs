@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use annals_events::Log;
 use annals_events::time::format_micros;
-use annals_schemas::Registry;
 
 use crate::{Context, Failure};
 
@@ -95,7 +94,7 @@ fn stat(ctx: &Context, log: &Log) -> Result<ExitCode, Failure> {
 }
 
 fn tail(ctx: &Context, log: &Log, args: TailArgs) -> Result<ExitCode, Failure> {
-    let registry = Registry::builtin()?;
+    let registry = super::registry(ctx)?;
     let topic = log.topic(&args.topic)?;
     let parts: Vec<_> = match args.partition {
         Some(p) => vec![topic.partition(p)?],

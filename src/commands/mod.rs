@@ -17,6 +17,16 @@ pub mod serve;
 pub mod sql;
 pub mod verify;
 
+/// The schema registry with the data dir's subject key store: personal fields are sealed when
+/// written and opened (or shown as erased) when read.
+pub fn registry(ctx: &crate::Context) -> Result<annals_schemas::Registry, crate::Failure> {
+    Ok(
+        annals_schemas::Registry::builtin()?.with_sealer(std::sync::Arc::new(
+            annals_audit::SubjectKeys::open(&ctx.data_dir),
+        )),
+    )
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));

@@ -142,7 +142,7 @@ pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> 
     }
     let log = Log::open_read_only(&ctx.data_dir)?;
     let topic = log.topic(topic_name)?;
-    let registry = Registry::builtin()?;
+    let registry = super::registry(ctx)?;
     if let ProjectionsCommand::Run(r) = &cmd
         && r.follow
     {

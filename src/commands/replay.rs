@@ -40,7 +40,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     let log = Log::open_read_only(&ctx.data_dir)?;
-    let registry = Registry::builtin()?;
+    let registry = super::registry(ctx)?;
     let tenant = args.tenant.clone().or_else(|| {
         args.aggregate
             .as_deref()

@@ -27,7 +27,7 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     let server = &ctx.config.server;
     let listen = args.listen.unwrap_or_else(|| server.listen.clone());
-    let registry = Arc::new(Registry::builtin()?);
+    let registry = Arc::new(super::registry(ctx)?);
     let log = Arc::new(Log::open(
         &ctx.data_dir,
         LogConfig {

@@ -1,14 +1,22 @@
 //! Tenancy: provisioning tenants, their limits and their lifecycle
 //! (active → suspended → active, or → archived, which is final).
 //!
+//! A tenant's contacts are people — data subjects — whose personal data can be erased
+//! (`contact`).
+//!
 //! The tenant's status gates every other context: commands for an unknown, suspended or archived
 //! tenant are refused (see [`TenantStatus::require_active`]).
 
 mod aggregate;
+mod contact;
 #[cfg(test)]
 mod tests;
 
 pub use aggregate::{Tenant, TenantCommand, TenantEvent, TenantStatus};
+pub use contact::{
+    CONTACT_ROLES, CONTACT_STREAM_TYPE, Contact, ContactCommand, ContactEvent, ContactRegistered,
+    ContactServices, SubjectErased, contact_stream,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -19,8 +19,13 @@ pub fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The registry with a subject key store (in a folder of this test process), as the command
+/// path has one: the golden input registers contacts, whose personal data is sealed.
 pub fn registry() -> Registry {
-    Registry::builtin().unwrap()
+    let keys = std::env::temp_dir().join(format!("annals-test-keys-{}", std::process::id()));
+    Registry::builtin()
+        .unwrap()
+        .with_sealer(std::sync::Arc::new(annals_audit::SubjectKeys::open(&keys)))
 }
 
 pub fn meta(id: String) -> CommandMeta {
@@ -72,6 +77,14 @@ fn business(tenant: &str, b: Business) -> Command {
         Business::Policy { policy_id, command } => Command::Policy {
             tenant,
             policy_id,
+            command,
+        },
+        Business::Contact {
+            contact_id,
+            command,
+        } => Command::Contact {
+            tenant,
+            contact_id,
             command,
         },
     }
