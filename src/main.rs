@@ -63,6 +63,9 @@ enum Command {
     /// The read models built from the log: status, catch up now, rebuild.
     #[command(subcommand)]
     Projections(commands::projections::ProjectionsCommand),
+    /// Data-subject requests: erase a subject's personal data, export what annals holds about it.
+    #[command(subcommand)]
+    Subject(commands::subject::SubjectCommand),
     /// Query the analytics tables with SQL (ClickHouse when configured, otherwise DataFusion
     /// over the embedded Parquet files).
     Sql(commands::sql::Args),
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
         Command::History(a) => commands::history::run(&ctx, a),
         Command::Projections(c) => commands::projections::run(&ctx, c),
         Command::Sql(a) => commands::sql::run(&ctx, a),
+        Command::Subject(c) => commands::subject::run(&ctx, c),
         Command::Log(c) => commands::log::run(&ctx, c),
         Command::Schema(c) => commands::schema::run(&ctx, c),
         Command::Bench(c) => commands::bench::run(&ctx, c),

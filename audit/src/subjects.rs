@@ -235,3 +235,62 @@ mod tests {
         }
     }
 }
+
+/// One event of a subject, as a data-subject access request shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubjectEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub stream: String,
+    pub partition: u32,
+    pub seq: u64,
+    pub occurred_at: String,
+    pub recorded_at: String,
+    pub actor: String,
+    /// The payload with personal fields opened (or `[erased]`).
+    pub payload: serde_json::Value,
+}
+
+/// Every event of the log about `subject` of `tenant`: the events of its own stream
+/// (`stream`, e.g. the contact's), and every event whose schema names a subject field holding
+/// it. Only the tenant's partition is read.
+pub fn subject_events(
+    topic: &annals_events::Topic,
+    registry: &annals_schemas::Registry,
+    tenant: &str,
+    subject: &str,
+    stream: &str,
+) -> Result<Vec<SubjectEvent>, crate::AuditError> {
+    let partition = topic.partition_for(tenant);
+    let mut reader = partition.reader(0);
+    let mut out = Vec::new();
+    while let Some(env) = reader.next_ref()? {
+        if env.tenant != tenant {
+            continue;
+        }
+        let subject_field = registry
+            .get(env.schema_id)
+            .and_then(|s| s.personal.subject.clone());
+        if env.stream != stream && subject_field.is_none() {
+            continue;
+        }
+        let payload = registry.decode_json(env.schema_id, env.payload)?;
+        let mine =
+            env.stream == stream || subject_field.is_some_and(|f| payload[f.as_str()] == subject);
+        if !mine {
+            continue;
+        }
+        out.push(SubjectEvent {
+            event_id: uuid::Uuid::from_bytes(env.event_id).to_string(),
+            event_type: env.event_type.to_owned(),
+            stream: env.stream.to_owned(),
+            partition: env.partition,
+            seq: env.seq,
+            occurred_at: annals_events::time::format_micros(env.occurred_at),
+            recorded_at: annals_events::time::format_micros(env.recorded_at),
+            actor: env.actor.to_owned(),
+            payload,
+        });
+    }
+    Ok(out)
+}

@@ -299,6 +299,24 @@ impl Store {
         }
     }
 
+    /// After personal data was erased from `table`: makes sure no old copy of its rows is left
+    /// in the database's files — SQLite: the write-ahead log is checkpointed and truncated (freed
+    /// pages are zeroed, `secure_delete`); PostgreSQL: the table is rewritten (`VACUUM FULL`).
+    pub async fn purge(&self, table: &str) -> Result<(), StoreError> {
+        check_ident(table)?;
+        match &self.pool {
+            Pool::Sqlite(p) => sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(p)
+                .await
+                .map(|_| ()),
+            Pool::Postgres(p) => sqlx::raw_sql(AssertSqlSafe(format!("VACUUM FULL {table}")))
+                .execute(p)
+                .await
+                .map(|_| ()),
+        }
+        .map_err(StoreError::db(format!("purging {table}")))
+    }
+
     /// Closes the pool (waits for connections to be returned).
     pub async fn close(&self) {
         match &self.pool {

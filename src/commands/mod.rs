@@ -15,6 +15,7 @@ pub mod replay;
 pub mod schema;
 pub mod serve;
 pub mod sql;
+pub mod subject;
 pub mod verify;
 
 /// The schema registry with the data dir's subject key store: personal fields are sealed when
