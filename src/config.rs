@@ -150,7 +150,8 @@ pub struct TokenConfig {
     pub token: String,
     /// The one tenant it may act on.
     pub tenant: String,
-    /// Any of `signals:write`, `billing:write`, `policy:admin`, `models:write`, `audit:read`.
+    /// Any of `signals:write`, `billing:write`, `policy:admin`, `privacy:admin`, `models:write`,
+    /// `audit:read`.
     pub scopes: Vec<String>,
 }
 

@@ -15,10 +15,11 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// Scopes a tenant token can carry.
-pub const SCOPES: [&str; 5] = [
+pub const SCOPES: [&str; 6] = [
     "signals:write",
     "billing:write",
     "policy:admin",
+    "privacy:admin",
     "models:write",
     "audit:read",
 ];

@@ -74,6 +74,40 @@ pub struct SuspendRequest {
     pub reason: String,
 }
 
+/// `POST /v1/tenants/{tenant}/contacts`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterContactRequest {
+    /// Id of the contact, unique per tenant (an opaque id: it is not sealed).
+    pub contact_id: String,
+    /// Personal data, sealed under the contact's key.
+    pub name: String,
+    /// Personal data, sealed under the contact's key.
+    pub email: String,
+    /// `billing`, `security` or `technical`.
+    pub role: String,
+}
+
+/// `POST /v1/tenants/{tenant}/subjects/{subject}/erase`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EraseSubjectRequest {
+    /// The request's reference (e.g. a ticket number); recorded in the event.
+    pub reason: String,
+}
+
+/// What the log holds about a data subject.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SubjectExport {
+    pub tenant: String,
+    pub subject: String,
+    /// The subject's key is gone: personal fields read as `[erased]`.
+    pub erased: bool,
+    /// The subject's events, oldest first, with personal fields opened.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<serde_json::Value>,
+}
+
 /// One event a command wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WrittenEvent {

@@ -73,6 +73,8 @@ struct Inner {
     ready: AtomicBool,
     /// More Prometheus text for `/metrics` (e.g. projection lag), from the embedding program.
     extra_metrics: std::sync::OnceLock<MetricsSource>,
+    /// The subject key store, for erasure and export (the registry seals with the same one).
+    subject_keys: std::sync::OnceLock<annals_audit::SubjectKeys>,
 }
 
 /// Renders Prometheus text exposition lines (with their `# HELP` and `# TYPE`).
@@ -96,8 +98,25 @@ impl AppState {
                 max_body_bytes: settings.max_body_bytes,
                 ready: AtomicBool::new(true),
                 extra_metrics: std::sync::OnceLock::new(),
+                subject_keys: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Gives the server the subject key store (the one the engine's registry seals with), so
+    /// it can erase subjects and export what it holds about them.
+    pub fn set_subject_keys(&self, keys: annals_audit::SubjectKeys) {
+        self.inner.subject_keys.set(keys).ok();
+    }
+
+    pub(crate) fn subject_keys(&self) -> Result<annals_audit::SubjectKeys, ApiError> {
+        self.inner.subject_keys.get().cloned().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "no_key_store",
+                "this server has no subject key store; start it with `annals serve`",
+            )
+        })
     }
 
     /// Appends what `source` renders to `/metrics` (the first source set stays).

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{billing, history, models, ops, policy, signals, tenants};
+use crate::routes::{billing, history, models, ops, policy, privacy, signals, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,6 +44,9 @@ use crate::routes::{billing, history, models, ops, policy, signals, tenants};
         policy::rollback,
         policy::record_decision,
         policy::dry_run,
+        privacy::register_contact,
+        privacy::erase,
+        privacy::export,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -54,6 +57,7 @@ use crate::routes::{billing, history, models, ops, policy, signals, tenants};
         (name = "billing", description = "Invoices and monthly budgets (scope `billing:write`)"),
         (name = "models", description = "Model versions and deployments (scope `models:write`)"),
         (name = "policy", description = "Access policies, recorded decisions and dry runs (scope `policy:admin`)"),
+        (name = "privacy", description = "Contacts (data subjects), erasure and export of their personal data (scope `privacy:admin`)"),
     )
 )]
 pub struct ApiDoc;

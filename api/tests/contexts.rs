@@ -994,3 +994,86 @@ async fn openapi_lists_the_billing_models_and_policy_paths() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_is_registered_sealed_exported_and_erased() {
+    let s = start().await;
+    s.provision("acme").await;
+    let contact = json!({"contact_id": "c-7", "name": "Grace Hopper",
+        "email": "grace@acme.example", "role": "security"});
+    let out = s
+        .created("/v1/tenants/acme/contacts", ACME_ADMIN, contact.clone())
+        .await;
+    assert_eq!(out["stream"], "tenancy.Contact/acme/c-7");
+    s.refused(
+        s.http
+            .post(s.url("/v1/tenants/acme/contacts"))
+            .bearer_auth(ACME_ADMIN)
+            .json(&contact),
+        StatusCode::CONFLICT,
+        "contact_exists",
+    )
+    .await;
+    // Sealed in the log: no payload holds the email in clear.
+    let topic = s.log.topic("events").unwrap();
+    for p in topic.partitions() {
+        let mut r = p.reader(0);
+        while let Some(e) = r.next().unwrap() {
+            let text = String::from_utf8_lossy(&e.payload);
+            assert!(!text.contains("grace@"), "{text}");
+        }
+    }
+    // Opened for whoever may read it: history and export.
+    let events = history(&s, "acme", "tenancy.Contact/acme/c-7").await;
+    assert_eq!(events[0]["payload"]["email"], "grace@acme.example");
+    let export = "/v1/tenants/acme/subjects/c-7/export";
+    let (status, out) = s.get(export, ACME_ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["erased"], false);
+    assert_eq!(out["events"][0]["payload"]["name"], "Grace Hopper");
+    // Only with the privacy scope, only for the own tenant.
+    s.refused(
+        s.http.get(s.url(export)).bearer_auth(ACME),
+        StatusCode::FORBIDDEN,
+        "missing_scope",
+    )
+    .await;
+    s.refused(
+        s.http.get(s.url(export)).bearer_auth(GLOBEX),
+        StatusCode::FORBIDDEN,
+        "forbidden_tenant",
+    )
+    .await;
+    // Erasure: recorded, then the key goes; the fields read as erased from then on.
+    let erase = "/v1/tenants/acme/subjects/c-7/erase";
+    let out = s
+        .created(erase, ACME_ADMIN, json!({"reason": "DSR-7"}))
+        .await;
+    assert_eq!(out["events"][0]["event_type"], "tenancy.SubjectErased");
+    let (status, out) = s.post(erase, ACME_ADMIN, json!({"reason": "DSR-7"})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let (_, out) = s.get(export, ACME_ADMIN).await;
+    assert_eq!(out["erased"], true);
+    assert_eq!(out["events"][0]["payload"]["email"], "[erased]");
+    let events = history(&s, "acme", "tenancy.Contact/acme/c-7").await;
+    assert_eq!(events[0]["payload"]["name"], "[erased]");
+    s.refused(
+        s.http
+            .post(s.url("/v1/tenants/acme/subjects/nobody/erase"))
+            .bearer_auth(ACME_ADMIN)
+            .json(&json!({"reason": "x"})),
+        StatusCode::NOT_FOUND,
+        "unknown_subject",
+    )
+    .await;
+    s.refused(
+        s.http
+            .post(s.url("/v1/tenants/acme/contacts"))
+            .bearer_auth(ACME_ADMIN)
+            .json(&contact),
+        StatusCode::CONFLICT,
+        "subject_erased",
+    )
+    .await;
+    s.stop().await;
+}

@@ -65,6 +65,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     }
     let checkpoints = Checkpoints::start(ctx, log.clone(), registry.clone())?;
     let state = annals_api::AppState::new(engine.clone(), log.clone(), registry, &settings);
+    state.set_subject_keys(annals_audit::SubjectKeys::open(&ctx.data_dir));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("annals-http")

@@ -5,6 +5,7 @@ pub mod history;
 pub mod models;
 pub mod ops;
 pub mod policy;
+pub mod privacy;
 pub mod signals;
 pub mod tenants;
 
@@ -32,6 +33,18 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/reactivate", post(tenants::reactivate))
         .route("/v1/tenants/{tenant}/archive", post(tenants::archive))
         .route("/v1/tenants/{tenant}/signals", post(signals::ingest))
+        .route(
+            "/v1/tenants/{tenant}/contacts",
+            post(privacy::register_contact),
+        )
+        .route(
+            "/v1/tenants/{tenant}/subjects/{subject}/erase",
+            post(privacy::erase),
+        )
+        .route(
+            "/v1/tenants/{tenant}/subjects/{subject}/export",
+            get(privacy::export),
+        )
         .route(
             "/v1/tenants/{tenant}/streams/{*stream}",
             get(history::stream),

@@ -16,7 +16,7 @@ pub const OPERATOR: &str = "operator-token-0123456789";
 pub const ACME: &str = "acme-ingest-token-000001";
 /// acme: signals:write only.
 pub const ACME_WRITE_ONLY: &str = "acme-write-only-token-01";
-/// acme: billing:write, models:write, policy:admin and audit:read.
+/// acme: billing:write, models:write, policy:admin, privacy:admin and audit:read.
 pub const ACME_ADMIN: &str = "acme-admin-token-0000001";
 /// acme: billing:write only.
 pub const ACME_BILLING: &str = "acme-billing-token-00001";
@@ -47,7 +47,8 @@ pub async fn start_with(rate_per_second: u64, max_body_bytes: usize) -> Server {
     let data = dir.path().to_path_buf();
     // Opening the log and starting the engine block: not on the async threads.
     let (engine, log, registry) = tokio::task::spawn_blocking(move || {
-        let registry = Arc::new(Registry::builtin().unwrap());
+        let keys = annals_audit::SubjectKeys::open(&data);
+        let registry = Arc::new(Registry::builtin().unwrap().with_sealer(Arc::new(keys)));
         let log = Arc::new(Log::open(&data, LogConfig::default()).unwrap());
         let topic = log.create_topic("events", 2).unwrap();
         let engine = Arc::new(Engine::start(topic, registry.clone()).unwrap());
@@ -74,6 +75,7 @@ pub async fn start_with(rate_per_second: u64, max_body_bytes: usize) -> Server {
                         "billing:write",
                         "models:write",
                         "policy:admin",
+                        "privacy:admin",
                         "audit:read",
                     ],
                 ),
@@ -86,6 +88,7 @@ pub async fn start_with(rate_per_second: u64, max_body_bytes: usize) -> Server {
     };
     settings.auth.validate().unwrap();
     let state = AppState::new(engine, log.clone(), registry, &settings);
+    state.set_subject_keys(annals_audit::SubjectKeys::open(dir.path()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
