@@ -25,7 +25,7 @@ use annals_events::{Envelope, Topic};
 use annals_schemas::Registry;
 use serde::Serialize;
 
-use crate::runtime::{CatchUp, DomainEvent, ProjectionError, read_batch};
+use crate::runtime::{CatchUp, DomainEvent, ProjectionError};
 pub use model::{Cell, Column, ColumnType, RowSet, TABLES, Table};
 
 /// The projection's name (positions, status, `annals projections rebuild analytics`).
@@ -175,7 +175,8 @@ pub fn rows_of_batch(events: &[Envelope], registry: &Registry) -> Result<RowSet,
 }
 
 /// Applies every partition's events from the store's position to the log's head, in batches
-/// of at most `batch` events.
+/// of at most `batch` events. Partitions are caught up side by side: each batch is read, mapped
+/// to rows and (for Parquet) encoded on a blocking thread, so the machine's cores share the work.
 pub async fn catch_up(
     store: &Analytics,
     topic: &Topic,
@@ -185,33 +186,78 @@ pub async fn catch_up(
     let started = std::time::Instant::now();
     store.prepare().await?;
     let stored = store.positions().await?;
-    let mut out = CatchUp::default();
-    for partition in topic.partitions() {
-        let p = partition.id();
-        let mut from = stored.get(&p).map_or(0, |s| s.next_seq);
+    let registry = std::sync::Arc::new(registry.clone());
+    let work = topic.partitions().iter().map(|partition| {
+        let from = stored.get(&partition.id()).map_or(0, |s| s.next_seq);
         let head = partition.head().next_seq;
-        while from < head {
-            let events = read_batch(partition, from, batch.max(1))?;
-            let Some(last) = events.last() else { break };
-            let next = last.seq + 1;
-            let last_recorded_at = last.recorded_at;
-            let rows = rows_of_batch(&events, registry)?;
-            store
-                .write(Batch {
-                    partition: p,
+        let reader = partition.reader(from);
+        catch_up_partition(store, reader, head, registry.clone(), batch.max(1))
+    });
+    let mut out = CatchUp::default();
+    for done in futures::future::try_join_all(work).await? {
+        out.events += done.events;
+        out.applied += done.applied;
+        out.batches += done.batches;
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+async fn catch_up_partition(
+    store: &Analytics,
+    mut reader: annals_events::Reader,
+    head: u64,
+    registry: std::sync::Arc<Registry>,
+    batch: usize,
+) -> Result<CatchUp, AnalyticsError> {
+    let mut out = CatchUp::default();
+    let mut from = reader.position();
+    while from < head {
+        let reg = registry.clone();
+        let (back, mapped) = tokio::task::spawn_blocking(move || {
+            let mapped = (|| {
+                let mut events = Vec::with_capacity(batch.min(head.saturating_sub(from) as usize));
+                while events.len() < batch && reader.position() < head {
+                    match reader.next()? {
+                        Some(e) => events.push(e),
+                        None => break,
+                    }
+                }
+                let Some(last) = events.last() else {
+                    return Ok(None);
+                };
+                let (partition, next, last_recorded_at) =
+                    (last.partition, last.seq + 1, last.recorded_at);
+                let rows = rows_of_batch(&events, &reg)?;
+                Ok::<_, AnalyticsError>(Some(Batch {
+                    partition,
                     first: from,
                     next,
                     last_recorded_at,
                     rows,
-                })
-                .await?;
-            out.events += next - from;
-            out.applied += next - from;
-            out.batches += 1;
-            from = next;
+                }))
+            })();
+            (reader, mapped)
+        })
+        .await
+        .map_err(|e| AnalyticsError::Store(format!("a mapping task failed: {e}")))?;
+        reader = back;
+        let Some(b) = mapped? else { break };
+        let next = b.next;
+        match store {
+            Analytics::Parquet(s) => {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || s.write(b))
+                    .await
+                    .map_err(|e| AnalyticsError::Store(format!("a write task failed: {e}")))??;
+            }
+            Analytics::ClickHouse(_) => store.write(b).await?,
         }
+        out.events += next - from;
+        out.applied += next - from;
+        out.batches += 1;
+        from = next;
     }
-    out.seconds = started.elapsed().as_secs_f64();
     Ok(out)
 }
 

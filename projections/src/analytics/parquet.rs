@@ -73,6 +73,17 @@ fn batch_range(name: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// Whether the process that is writing the hidden folder `name` (`.tmp-<range>-<pid>-<n>`)
+/// still runs: a live writer's folder is not removed from under it.
+fn writer_alive(name: &str) -> bool {
+    let mut parts = name.rsplit('-');
+    let _n = parts.next();
+    let Some(pid) = parts.next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
 fn sync_dir(dir: &Path) -> Result<(), AnalyticsError> {
     fs::File::open(dir)
         .and_then(|f| f.sync_all())
@@ -105,8 +116,8 @@ impl ParquetStore {
         self.root.join(&self.generation)
     }
 
-    /// Creates the generation (and `CURRENT` the first time) and removes batches a crash left
-    /// half-written.
+    /// Creates the generation (and `CURRENT` the first time) and removes batches a crashed
+    /// writer left half-written.
     pub fn prepare(&self) -> Result<(), AnalyticsError> {
         let dir = self.dir();
         fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
@@ -117,7 +128,8 @@ impl ParquetStore {
         for p in self.partition_dirs()? {
             for entry in fs::read_dir(&p).map_err(io(format!("cannot list {}", p.display())))? {
                 let entry = entry.map_err(io("cannot list a partition folder"))?;
-                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp-") && !writer_alive(&name) {
                     fs::remove_dir_all(entry.path())
                         .map_err(io(format!("cannot remove {}", entry.path().display())))?;
                 }
@@ -225,39 +237,30 @@ impl ParquetStore {
         Ok(pos)
     }
 
-    /// Writes a batch's files in a hidden folder, then renames it into place. Writers of one
-    /// store take turns (a lock file); a batch already stored is left as it is, and one that
-    /// does not start at the stored position is refused (it would leave a gap or overlap).
+    /// Writes a batch's files in a hidden folder of its own, then — holding the store's lock —
+    /// renames it into place. Writers of one store take turns only for that rename; a batch
+    /// already stored is dropped, and one that does not start at the stored position is refused
+    /// (it would leave a gap or overlap).
     pub fn write(&self, batch: Batch) -> Result<(), AnalyticsError> {
-        fs::create_dir_all(&self.root)
-            .map_err(io(format!("cannot create {}", self.root.display())))?;
-        let lock_path = self.root.join("LOCK");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(format!("cannot open {}", lock_path.display())))?;
-        lock.lock()
-            .map_err(io(format!("cannot lock {}", lock_path.display())))?;
         let pdir = self.dir().join(format!("p{:04}", batch.partition));
-        let position = self.partition_position(&pdir)?;
-        if batch.next <= position {
-            return Ok(());
-        }
-        if batch.first != position {
-            return Err(AnalyticsError::Store(format!(
-                "analytics partition {}: a batch starting at seq {} does not follow the stored position {position}",
-                batch.partition, batch.first
-            )));
-        }
         let name = format!("{:012}-{:012}", batch.first, batch.next);
         let done = pdir.join(&name);
-        let tmp = pdir.join(format!(".tmp-{name}"));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io(format!("cannot remove {}", tmp.display())))?;
+        if done.is_dir() {
+            return Ok(());
         }
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = pdir.join(format!(".tmp-{name}-{}-{n}", std::process::id()));
         fs::create_dir_all(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
+        let written = self.write_files(&tmp, &batch);
+        let committed = written.and_then(|()| self.commit(&tmp, &pdir, &done, &batch));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).ok();
+        }
+        committed
+    }
+
+    fn write_files(&self, tmp: &Path, batch: &Batch) -> Result<(), AnalyticsError> {
         let mut rows = BTreeMap::new();
         for (table, table_rows) in TABLES.iter().zip(batch.rows.tables.iter()) {
             rows.insert(table.name.to_owned(), table_rows.len() as u64);
@@ -274,16 +277,42 @@ impl ParquetStore {
             rows,
         };
         let info_path = tmp.join("batch.json");
-        fs::write(
-            &info_path,
-            serde_json::to_vec_pretty(&info).expect("serialisable"),
-        )
-        .and_then(|()| fs::File::open(&info_path)?.sync_all())
-        .map_err(io(format!("cannot write {}", info_path.display())))?;
-        sync_dir(&tmp)?;
+        fs::write(&info_path, serde_json::to_vec_pretty(&info).expect("serialisable"))
+            .and_then(|()| fs::File::open(&info_path)?.sync_all())
+            .map_err(io(format!("cannot write {}", info_path.display())))?;
+        sync_dir(tmp)
+    }
+
+    /// Renames a written batch into place under the store's lock, if it follows the position.
+    fn commit(
+        &self,
+        tmp: &Path,
+        pdir: &Path,
+        done: &Path,
+        batch: &Batch,
+    ) -> Result<(), AnalyticsError> {
+        let lock_path = self.root.join("LOCK");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(format!("cannot open {}", lock_path.display())))?;
+        lock.lock()
+            .map_err(io(format!("cannot lock {}", lock_path.display())))?;
+        let position = self.partition_position(pdir)?;
+        if batch.next <= position {
+            return Ok(());
+        }
+        if batch.first != position {
+            return Err(AnalyticsError::Store(format!(
+                "analytics partition {}: a batch starting at seq {} does not follow the stored position {position}",
+                batch.partition, batch.first
+            )));
+        }
         crate::failpoint("analytics.parquet.before_commit");
-        fs::rename(&tmp, &done).map_err(io(format!("cannot rename {}", tmp.display())))?;
-        sync_dir(&pdir)
+        fs::rename(tmp, done).map_err(io(format!("cannot rename {}", tmp.display())))?;
+        sync_dir(pdir)
     }
 
     /// A new, empty generation beside the live one.
