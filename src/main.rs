@@ -4,6 +4,10 @@
 mod commands;
 mod config;
 
+/// mimalloc: many small allocations on the read-model, replay and command paths.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -198,7 +198,7 @@ fn redelivery_on(store: &Analytics, topic: &Topic) {
             first: events[0].seq,
             next: events.last().unwrap().seq + 1,
             last_recorded_at: events.last().unwrap().recorded_at,
-            rows: rows_of_batch(events, &reg).unwrap(),
+            rows: rows_of_batch(events, &reg, true).unwrap(),
         };
         store.write(batch(&events)).await.unwrap();
         let once = store.row_counts().await.unwrap();

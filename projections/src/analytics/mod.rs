@@ -163,14 +163,21 @@ impl Analytics {
     }
 }
 
-/// Maps a batch of one partition's events (seq order, no gaps) to rows.
-pub fn rows_of_batch(events: &[Envelope], registry: &Registry) -> Result<RowSet, AnalyticsError> {
+/// Maps a batch of one partition's events (seq order, no gaps) to rows, sorted by each table's
+/// `order_by` if `sort` (Parquet files are written in that order; ClickHouse sorts itself).
+pub fn rows_of_batch(
+    events: &[Envelope],
+    registry: &Registry,
+    sort: bool,
+) -> Result<RowSet, AnalyticsError> {
     let mut rows = RowSet::default();
     for env in events {
         let event = DomainEvent::decode(env, registry)?;
         model::rows_of(env, &event, &mut rows).map_err(AnalyticsError::Store)?;
     }
-    rows.sort();
+    if sort {
+        rows.sort();
+    }
     Ok(rows)
 }
 
@@ -212,6 +219,7 @@ async fn catch_up_partition(
 ) -> Result<CatchUp, AnalyticsError> {
     let mut out = CatchUp::default();
     let mut from = reader.position();
+    let sort = matches!(store, Analytics::Parquet(_));
     while from < head {
         let reg = registry.clone();
         let (back, mapped) = tokio::task::spawn_blocking(move || {
@@ -228,7 +236,7 @@ async fn catch_up_partition(
                 };
                 let (partition, next, last_recorded_at) =
                     (last.partition, last.seq + 1, last.recorded_at);
-                let rows = rows_of_batch(&events, &reg)?;
+                let rows = rows_of_batch(&events, &reg, sort)?;
                 Ok::<_, AnalyticsError>(Some(Batch {
                     partition,
                     first: from,

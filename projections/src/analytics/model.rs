@@ -445,7 +445,7 @@ impl RowSet {
                 .iter()
                 .map(|c| column_index(t, c).expect("order_by names a column"))
                 .collect();
-            rows.sort_by(|a, b| {
+            rows.sort_unstable_by(|a, b| {
                 for &i in &idx {
                     let o = cmp_cells(&a[i], &b[i]);
                     if o != std::cmp::Ordering::Equal {
@@ -474,6 +474,17 @@ fn cmp_cells(a: &Cell, b: &Cell) -> std::cmp::Ordering {
         (_, Null) => std::cmp::Ordering::Greater,
         _ => std::cmp::Ordering::Equal,
     }
+}
+
+/// Lower-case hex of a 32-byte hash (the `hex` crate's iterator is slow on this hot path).
+fn hex32(bytes: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(64);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 fn text(s: &str) -> Cell {
@@ -525,7 +536,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
             text(&env.tenant),
             text(&env.event_type),
             Cell::UInt(u64::try_from(env.schema_id).unwrap_or(0)),
-            text(&env.event_id.to_string()),
+            text(env.event_id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer())),
             text(&env.stream),
             Cell::UInt(env.stream_version),
             text(&env.actor),
@@ -534,8 +545,8 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
             Cell::Time(env.occurred_at),
             Cell::Time(env.recorded_at),
             Cell::UInt(env.payload.len() as u64),
-            text(&hex::encode(env.hash)),
-            text(&hex::encode(env.prev_hash)),
+            Cell::Text(hex32(&env.hash)),
+            Cell::Text(hex32(&env.prev_hash)),
         ],
     );
     match event {
