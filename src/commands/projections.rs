@@ -50,7 +50,7 @@ pub struct Common {
 pub struct Run {
     #[command(flatten)]
     common: Common,
-    /// Events per batch at most (default: 1000 for current_state, 50000 for analytics).
+    /// Events per batch at most (default: 1000 for current_state, 20000 for analytics).
     #[arg(long)]
     batch: Option<usize>,
     /// Keep following the log until Ctrl-C: apply new events as they are written, pause and

@@ -22,6 +22,7 @@ pub mod parquet;
 use std::collections::BTreeMap;
 
 use annals_events::{Envelope, Topic};
+use futures::StreamExt;
 use annals_schemas::Registry;
 use serde::Serialize;
 
@@ -33,7 +34,7 @@ pub const NAME: &str = "analytics";
 
 /// Events per analytics batch when catching up: Parquet and ClickHouse both prefer few large
 /// writes to many small ones.
-pub const DEFAULT_BATCH: usize = 50_000;
+pub const DEFAULT_BATCH: usize = 20_000;
 
 /// Failures of the analytics stores.
 #[derive(Debug, thiserror::Error)]
@@ -200,11 +201,15 @@ pub async fn catch_up(
         let reader = partition.reader(from);
         catch_up_partition(store, reader, head, registry.clone(), batch.max(1))
     });
+    // As many partitions at once as there are cores: more only adds memory.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut done = futures::stream::iter(work).buffer_unordered(cores);
     let mut out = CatchUp::default();
-    for done in futures::future::try_join_all(work).await? {
-        out.events += done.events;
-        out.applied += done.applied;
-        out.batches += done.batches;
+    while let Some(d) = done.next().await {
+        let d = d?;
+        out.events += d.events;
+        out.applied += d.applied;
+        out.batches += d.batches;
     }
     out.seconds = started.elapsed().as_secs_f64();
     Ok(out)
