@@ -22,8 +22,8 @@ pub mod parquet;
 use std::collections::BTreeMap;
 
 use annals_events::{Envelope, Topic};
-use futures::StreamExt;
 use annals_schemas::Registry;
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::runtime::{CatchUp, DomainEvent, ProjectionError};
@@ -195,12 +195,20 @@ pub async fn catch_up(
     store.prepare().await?;
     let stored = store.positions().await?;
     let registry = std::sync::Arc::new(registry.clone());
-    let work = topic.partitions().iter().map(|partition| {
-        let from = stored.get(&partition.id()).map_or(0, |s| s.next_seq);
-        let head = partition.head().next_seq;
-        let reader = partition.reader(from);
-        catch_up_partition(store, reader, head, registry.clone(), batch.max(1))
-    });
+    // Readers own their partition's state: the futures borrow nothing from the topic.
+    let work: Vec<_> = topic
+        .partitions()
+        .iter()
+        .map(|partition| {
+            let from = stored.get(&partition.id()).map_or(0, |s| s.next_seq);
+            (partition.reader(from), partition.head().next_seq)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(reader, head)| {
+            catch_up_partition(store, reader, head, registry.clone(), batch.max(1))
+        })
+        .collect();
     // As many partitions at once as there are cores: more only adds memory.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut done = futures::stream::iter(work).buffer_unordered(cores);

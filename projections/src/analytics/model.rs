@@ -536,7 +536,11 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
             text(&env.tenant),
             text(&env.event_type),
             Cell::UInt(u64::try_from(env.schema_id).unwrap_or(0)),
-            text(env.event_id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer())),
+            text(
+                env.event_id
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            ),
             text(&env.stream),
             Cell::UInt(env.stream_version),
             text(&env.actor),

@@ -277,9 +277,12 @@ impl ParquetStore {
             rows,
         };
         let info_path = tmp.join("batch.json");
-        fs::write(&info_path, serde_json::to_vec_pretty(&info).expect("serialisable"))
-            .and_then(|()| fs::File::open(&info_path)?.sync_all())
-            .map_err(io(format!("cannot write {}", info_path.display())))?;
+        fs::write(
+            &info_path,
+            serde_json::to_vec_pretty(&info).expect("serialisable"),
+        )
+        .and_then(|()| fs::File::open(&info_path)?.sync_all())
+        .map_err(io(format!("cannot write {}", info_path.display())))?;
         sync_dir(tmp)
     }
 
