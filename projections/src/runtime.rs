@@ -344,7 +344,7 @@ pub async fn apply_in<P: Projection>(
         )
         .await?;
     let position = rows.first().and_then(|r| r[0]).unwrap_or(0).max(0) as u64;
-    // The batch's writes go to PostgreSQL in one round trip at commit.
+    // The batch's writes go to the database in one round trip at commit.
     tx.pipeline();
     let mut out = BatchOutcome::default();
     let mut next = position;

@@ -328,10 +328,10 @@ impl Store {
 
 /// A transaction on either backend. Dropped without [`Tx::commit`], it rolls back.
 ///
-/// On PostgreSQL a transaction can pipeline its writes ([`Tx::pipeline`]): statements are then
-/// collected, with their parameters written as literals, and sent together as one script when
-/// the transaction next reads, runs a script or commits — one round trip per batch instead of
-/// one per statement.
+/// A transaction can pipeline its writes ([`Tx::pipeline`]): statements are then collected,
+/// with their parameters written as literals, and sent together as one script when the
+/// transaction next reads, runs a script or commits — one round trip (PostgreSQL) or one call
+/// into SQLite's thread per batch instead of one per statement.
 pub struct Tx {
     conn: Conn,
     pipeline: Option<String>,
@@ -370,12 +370,17 @@ impl Tx {
         }
     }
 
-    /// From now on, collects writes on PostgreSQL instead of sending each (no effect on
-    /// SQLite, which runs in process). [`execute`](Self::execute) then answers 0 rows affected.
+    /// From now on, collects writes instead of sending each; they go as one script when the
+    /// transaction next reads, runs a script or commits. [`execute`](Self::execute) then
+    /// answers 0 rows affected.
     pub fn pipeline(&mut self) {
-        if matches!(self.conn, Conn::Postgres(_)) && self.pipeline.is_none() {
-            // The literals below quote by doubling `'` only: make sure backslashes are plain.
-            self.pipeline = Some("SET LOCAL standard_conforming_strings = on;\n".to_owned());
+        if self.pipeline.is_none() {
+            self.pipeline = Some(match self.conn {
+                // The literals quote by doubling `'` only: make sure backslashes are plain.
+                Conn::Postgres(_) => "SET LOCAL standard_conforming_strings = on;\n".to_owned(),
+                // SQLite's string literals have no escapes at all.
+                Conn::Sqlite(_) => String::new(),
+            });
         }
     }
 
@@ -385,13 +390,17 @@ impl Tx {
             return Ok(());
         };
         let script = std::mem::take(script);
-        if let Conn::Postgres(tx) = &mut self.conn {
-            sqlx::raw_sql(AssertSqlSafe(script))
+        let done = match &mut self.conn {
+            Conn::Postgres(tx) => sqlx::raw_sql(AssertSqlSafe(script))
                 .execute(&mut **tx)
                 .await
-                .map_err(StoreError::db("a pipelined batch of writes"))?;
-        }
-        Ok(())
+                .map(|_| ()),
+            Conn::Sqlite(tx) => sqlx::raw_sql(AssertSqlSafe(script))
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
+        };
+        done.map_err(StoreError::db("a pipelined batch of writes"))
     }
 
     /// Runs one statement; returns the rows it affected (0 while pipelining).

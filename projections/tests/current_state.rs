@@ -311,6 +311,16 @@ fn pipelined_writes_keep_every_character_on_postgres() {
     let Some(backend) = postgres(&rt, "pipeline") else {
         return;
     };
+    pipelined_on(&rt, backend);
+}
+
+#[test]
+fn pipelined_writes_keep_every_character_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    pipelined_on(&rt(), sqlite(dir.path(), "pipeline"));
+}
+
+fn pipelined_on(rt: &tokio::runtime::Runtime, backend: Backend) {
     rt.block_on(async {
         let store = Store::open(&backend).await.unwrap();
         let mut tx = store.begin().await.unwrap();

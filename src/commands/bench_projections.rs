@@ -1,10 +1,11 @@
 //! `annals bench projections`: how fast the read models are built, and how far they lag
 //! behind a steady write load.
 //!
-//! Rebuild speed: a demo dataset is written to a scratch log (by `annals demo` in a child
-//! process), then every projection is rebuilt from seq 0 into each store given — SQLite and
-//! Parquet always, PostgreSQL and ClickHouse when their URLs are given (or configured) — and
-//! events/s printed. Lag: an engine writes signals at a fixed rate while a follower keeps both
+//! Build speed: a demo dataset (plus usage records, which the current-state model writes rows
+//! for) is written to a scratch log, then each projection is built from seq 0 into each store
+//! given — SQLite and Parquet always, PostgreSQL and ClickHouse when their URLs are given (or
+//! configured): current state by catching up an empty store (1,000 events per transaction),
+//! analytics by a rebuild (shadow tables, swapped in) — and events/s printed. Lag: an engine writes signals at a fixed rate while a follower keeps both
 //! read models caught up; the lag in seconds is sampled every 100 ms.
 
 use std::path::{Path, PathBuf};
@@ -92,7 +93,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "annals bench projections: rebuild from seq 0 of a demo log ({} tenants x {} signals) plus {} usage records",
+        "annals bench projections: built from seq 0 of a demo log ({} tenants x {} signals) plus {} usage records",
         args.tenants, args.signals_per_day, args.usage_records
     );
     for r in &rebuilt {
@@ -185,10 +186,25 @@ fn measure(
             ));
         }
         for (name, backend) in current {
-            let store = Store::open(&backend)
+            let failed = |e: annals_projections::StoreError| Failure::failed(e.to_string());
+            // Built from seq 0 into an empty store, in batches of 1,000 events per transaction.
+            if let Backend::Postgres { url, schema } = &backend {
+                let admin = Store::open(&Backend::Postgres {
+                    url: url.clone(),
+                    schema: None,
+                })
                 .await
-                .map_err(|e| Failure::failed(e.to_string()))?;
-            let done = annals_projections::rebuild(
+                .map_err(failed)?;
+                let mut tx = admin.begin().await.map_err(failed)?;
+                let schema = schema.as_deref().unwrap_or("annals_bench");
+                tx.execute_script(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await
+                    .map_err(failed)?;
+                tx.commit().await.map_err(failed)?;
+                admin.close().await;
+            }
+            let store = Store::open(&backend).await.map_err(failed)?;
+            let done = annals_projections::catch_up(
                 &store,
                 &CurrentState,
                 &topic,
@@ -369,6 +385,28 @@ fn measure_lag(
         store.kind()
     );
     let rt = runtime()?;
+    // Fresh stores: positions left by an earlier run would not match this new log.
+    rt.block_on(async {
+        if let Backend::Postgres { url, .. } = &current {
+            let failed = |e: annals_projections::StoreError| Failure::failed(e.to_string());
+            let admin = Store::open(&Backend::Postgres {
+                url: url.clone(),
+                schema: None,
+            })
+            .await
+            .map_err(failed)?;
+            let mut tx = admin.begin().await.map_err(failed)?;
+            tx.execute_script("DROP SCHEMA IF EXISTS annals_bench_lag CASCADE")
+                .await
+                .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            admin.close().await;
+        }
+        if let Analytics::ClickHouse(ch) = &store {
+            ch.drop_database().await.map_err(analytics_failure)?;
+        }
+        Ok::<(), Failure>(())
+    })?;
     let follower = Follower::new(current, store, registry, Duration::from_millis(100));
     let states = follower.states();
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -308,6 +308,17 @@ impl ClickHouseStore {
         new.drop_tables().await
     }
 
+    /// Drops the whole database (scratch databases of benchmarks and tests).
+    pub async fn drop_database(&self) -> Result<(), AnalyticsError> {
+        self.client
+            .clone()
+            .with_database("system")
+            .query(&format!("DROP DATABASE IF EXISTS `{}` SYNC", self.database))
+            .execute()
+            .await
+            .map_err(failed("cannot drop the database"))
+    }
+
     /// Prepares a rebuild: removes shadow tables an earlier rebuild left.
     pub async fn clear(&self) -> Result<(), AnalyticsError> {
         self.ensure_database().await?;
