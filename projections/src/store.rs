@@ -376,8 +376,12 @@ impl Tx {
     pub fn pipeline(&mut self) {
         if self.pipeline.is_none() {
             self.pipeline = Some(match self.conn {
-                // The literals quote by doubling `'` only: make sure backslashes are plain.
-                Conn::Postgres(_) => "SET LOCAL standard_conforming_strings = on;\n".to_owned(),
+                // The literals quote by doubling `'` only: make sure backslashes are plain. And
+                // no wait for the WAL flush at commit: a crash may lose the last batches, rows
+                // and position together, and the projection re-applies them from the log.
+                Conn::Postgres(_) => "SET LOCAL standard_conforming_strings = on;\n\
+                     SET LOCAL synchronous_commit = off;\n"
+                    .to_owned(),
                 // SQLite's string literals have no escapes at all.
                 Conn::Sqlite(_) => String::new(),
             });
