@@ -78,12 +78,12 @@ struct Found {
 /// pairs of the one below, an odd last node carried up unchanged. This is the RFC 9162 tree
 /// (its split at the largest power of two below `n` yields the same nodes), so audit paths are
 /// read off it in `O(log n)`.
-struct Tree {
+pub struct Tree {
     levels: Vec<Vec<Hash>>,
 }
 
 impl Tree {
-    fn new(leaves: Vec<Hash>) -> Tree {
+    pub fn new(leaves: Vec<Hash>) -> Tree {
         let mut levels = vec![leaves];
         while levels.last().expect("a level").len() > 1 {
             let below = levels.last().expect("a level");
@@ -102,7 +102,7 @@ impl Tree {
         Tree { levels }
     }
 
-    fn root(&self) -> Hash {
+    pub fn root(&self) -> Hash {
         match self.levels.last().and_then(|l| l.first()) {
             Some(h) => *h,
             None => annals_proof::EMPTY_ROOT,
@@ -110,7 +110,7 @@ impl Tree {
     }
 
     /// The audit path of leaf `index`, from the leaf up (RFC 9162 §2.1.3.1's order).
-    fn path(&self, index: u64) -> Vec<Hash> {
+    pub fn path(&self, index: u64) -> Vec<Hash> {
         let mut i = index as usize;
         let mut path = Vec::new();
         for level in &self.levels[..self.levels.len() - 1] {

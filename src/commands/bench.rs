@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Serve(super::bench_serve::ServeArgs),
     /// Read models: rebuild speed into each store, and lag behind a steady write load.
     Projections(super::bench_projections::Args),
+    /// Audit: inclusion proofs generated and verified, signatures, full verify, replay.
+    Proofs(super::bench_proofs::Args),
 }
 
 #[derive(clap::Args)]
@@ -99,6 +101,7 @@ pub fn run(ctx: &Context, cmd: BenchCommand) -> Result<ExitCode, Failure> {
         BenchCommand::Commands(args) => return run_commands(ctx, args),
         BenchCommand::Serve(args) => return super::bench_serve::run(ctx, args),
         BenchCommand::Projections(args) => return super::bench_projections::run(ctx, args),
+        BenchCommand::Proofs(args) => return super::bench_proofs::run(ctx, args),
     };
     if args.partitions == 0 || args.batch == 0 || args.events == 0 {
         return Err(Failure::usage(

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_projections;
+pub mod bench_proofs;
 pub mod bench_serve;
 pub mod checkpoint;
 pub mod demo;
@@ -21,11 +22,15 @@ pub mod verify;
 /// The schema registry with the data dir's subject key store: personal fields are sealed when
 /// written and opened (or shown as erased) when read.
 pub fn registry(ctx: &crate::Context) -> Result<annals_schemas::Registry, crate::Failure> {
-    Ok(
-        annals_schemas::Registry::builtin()?.with_sealer(std::sync::Arc::new(
-            annals_audit::SubjectKeys::open(&ctx.data_dir),
-        )),
-    )
+    registry_for(&ctx.data_dir)
+}
+
+/// [`registry`] for another data dir (benchmarks' scratch dirs).
+pub fn registry_for(
+    data_dir: &std::path::Path,
+) -> Result<annals_schemas::Registry, crate::Failure> {
+    let keys = annals_audit::SubjectKeys::open(data_dir);
+    Ok(annals_schemas::Registry::builtin()?.with_sealer(std::sync::Arc::new(keys)))
 }
 
 /// Prints a value as pretty JSON on stdout.
