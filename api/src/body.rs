@@ -78,6 +78,15 @@ pub fn json<T: DeserializeOwned>(bytes: &[u8], prefix: &str) -> Result<T, ApiErr
             at("the body is empty: send a JSON document"),
         ));
     }
+    // No text annals stores may hold a NUL character (PostgreSQL cannot store one): refuse it
+    // here, before it becomes an event no read model can take.
+    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            at("text values may not contain the NUL character (\\u0000); remove it"),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(v) => v,

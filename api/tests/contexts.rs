@@ -1014,6 +1014,19 @@ async fn a_contact_is_registered_sealed_exported_and_erased() {
         "contact_exists",
     )
     .await;
+    // A NUL character in any text is refused before it becomes an event.
+    let (status, out) = s
+        .post(
+            "/v1/tenants/acme/contacts",
+            ACME_ADMIN,
+            json!({"contact_id": "c-8", "name": "Nul\u{0}Name", "email": "n@acme.example", "role": "billing"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert!(
+        out["error"]["message"].as_str().unwrap().contains("NUL"),
+        "{out}"
+    );
     // Sealed in the log: no payload holds the email in clear.
     let topic = s.log.topic("events").unwrap();
     for p in topic.partitions() {

@@ -153,7 +153,7 @@ impl Follower {
                 Err(e) => tracing::warn!(error = %e, "cannot open the log to follow it"),
                 Ok(topic) => {
                     if current_backoff.ready() {
-                        match self.current_round(&mut store, &topic).await {
+                        match within(self.current_round(&mut store, &topic)).await {
                             Ok(n) => {
                                 progressed |= n > 0;
                                 self.resume(CurrentState::NAME, &mut current_backoff);
@@ -167,7 +167,7 @@ impl Follower {
                         }
                     }
                     if analytics_backoff.ready() {
-                        match self.analytics_round(&mut prepared, &topic).await {
+                        match within(self.analytics_round(&mut prepared, &topic)).await {
                             Ok(n) => {
                                 progressed |= n > 0;
                                 self.resume(analytics::NAME, &mut analytics_backoff);
@@ -261,6 +261,22 @@ impl Follower {
     }
 }
 
+/// Longest a round may take before the store counts as failing (a database that hangs rather
+/// than refusing must not stall the other projection or a shutdown for ever).
+pub const ROUND_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn within(
+    round: impl std::future::Future<Output = Result<u64, String>>,
+) -> Result<u64, String> {
+    match tokio::time::timeout(ROUND_TIMEOUT, round).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "no answer within {} s; the database may hang",
+            ROUND_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 fn current_kind(b: &Backend) -> &'static str {
     match b {
         Backend::Sqlite { .. } => "sqlite",
@@ -281,7 +297,16 @@ fn lag(topic: &Topic, positions: impl Iterator<Item = (u32, u64, Option<i64>)>) 
         let behind = head.next_seq.saturating_sub(next);
         events += behind;
         if behind > 0 {
-            let from = at.unwrap_or(head.last_recorded_at);
+            // Nothing applied yet: the lag runs from the partition's first event.
+            let first = || {
+                partition
+                    .reader(0)
+                    .next_ref()
+                    .ok()
+                    .flatten()
+                    .map(|e| e.recorded_at)
+            };
+            let from = at.or_else(first).unwrap_or(head.last_recorded_at);
             seconds = seconds.max((head.last_recorded_at - from).max(0) as f64 / 1e6);
         }
     }

@@ -305,10 +305,24 @@ impl Store {
     pub async fn purge(&self, table: &str) -> Result<(), StoreError> {
         check_ident(table)?;
         match &self.pool {
-            Pool::Sqlite(p) => sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(p)
-                .await
-                .map(|_| ()),
+            Pool::Sqlite(p) => {
+                // The checkpoint reports "busy" in its row, not as an error: retry while a
+                // reader holds an old snapshot, and fail if the log is not truncated.
+                for _ in 0..50 {
+                    let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .fetch_one(p)
+                        .await
+                        .map_err(StoreError::db(format!("purging {table}")))?;
+                    let busy: i64 = row.try_get(0).unwrap_or(1);
+                    if busy == 0 {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                return Err(StoreError::Invalid(format!(
+                    "purging {table}: readers kept the SQLite write-ahead log busy; stop them and run it again"
+                )));
+            }
             Pool::Postgres(p) => sqlx::raw_sql(AssertSqlSafe(format!("VACUUM FULL {table}")))
                 .execute(p)
                 .await
@@ -571,13 +585,10 @@ fn inline_params(out: &mut String, sql: &str, params: &[Value]) -> Result<(), St
             // Parenthesised: `x - $1` must not become the comment `x --1`.
             Value::Int(Some(v)) => out.push_str(&format!("({v})")),
             Value::Text(Some(t)) => {
-                if t.contains('\0') {
-                    return Err(StoreError::Invalid(
-                        "a text value holds a NUL character".into(),
-                    ));
-                }
+                // NUL cannot be stored in PostgreSQL text (nor pass through a script): it is
+                // shown as U+FFFD rather than stopping the read model at this event.
                 out.push('\'');
-                out.push_str(&t.replace('\'', "''"));
+                out.push_str(&t.replace('\'', "''").replace('\0', "\u{FFFD}"));
                 out.push('\'');
             }
             Value::Int(None) | Value::Text(None) => out.push_str("NULL"),

@@ -133,6 +133,16 @@ impl ClickHouseStore {
 
     async fn ensure_database(&self) -> Result<(), AnalyticsError> {
         let root = self.client.clone().with_database("system");
+        // A user without the CREATE DATABASE grant can use a database made for it.
+        let exists = root
+            .query("SELECT count() FROM system.databases WHERE name = ?")
+            .bind(&self.database)
+            .fetch_one::<u64>()
+            .await
+            .map_err(failed("cannot list the databases"))?;
+        if exists > 0 {
+            return Ok(());
+        }
         root.query(&format!(
             "CREATE DATABASE IF NOT EXISTS `{}` ENGINE = Atomic",
             self.database
@@ -196,14 +206,43 @@ impl ClickHouseStore {
                 "INSERT INTO `{table}` ({}) FORMAT RowBinary",
                 cols.join(", ")
             ))
-            .with_setting("insert_deduplication_token", token);
+            .with_setting("insert_deduplication_token", token)
+            // Signals of one batch may span many months (their own timestamps).
+            .with_setting("max_partitions_per_insert_block", "0");
         let context = format!("cannot insert into {table}");
         insert.send(data.into()).await.map_err(failed(&context))?;
         insert.end().await.map_err(failed(&context))
     }
 
-    /// Inserts the batch's rows table by table, then its position.
+    /// The stored position of one partition.
+    async fn partition_position(&self, partition: u32) -> Result<u64, AnalyticsError> {
+        let rows = self
+            .fetch_tsv(&format!(
+                "SELECT max(next_seq) FROM `{}` WHERE log_partition = {partition}",
+                self.table_name(POSITIONS)
+            ))
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Inserts the batch's rows table by table, then its position — the position only if the
+    /// stored one is still the batch's start, so a writer whose tables were swapped by a
+    /// rebuild meanwhile cannot move the new tables' position past rows they lack.
     pub async fn write(&self, batch: Batch) -> Result<(), AnalyticsError> {
+        let stored = self.partition_position(batch.partition).await?;
+        if batch.next <= stored {
+            return Ok(());
+        }
+        if batch.first != stored {
+            return Err(AnalyticsError::Store(format!(
+                "analytics partition {}: a batch starting at seq {} does not follow the stored position {stored}",
+                batch.partition, batch.first
+            )));
+        }
         for (t, rows) in TABLES.iter().zip(batch.rows.tables.iter()) {
             if rows.is_empty() {
                 continue;
@@ -229,24 +268,33 @@ impl ClickHouseStore {
                 .await?;
         }
         crate::failpoint("analytics.clickhouse.before_position");
-        let mut data = Vec::new();
-        data.extend_from_slice(&batch.partition.to_le_bytes());
-        data.extend_from_slice(&batch.next.to_le_bytes());
-        data.extend_from_slice(&batch.last_recorded_at.to_le_bytes());
-        let token = format!(
-            "{}:p{}:{}-{}:position",
-            super::NAME,
+        let positions = self.table_name(POSITIONS);
+        let (p, first, next, at) = (
             batch.partition,
             batch.first,
-            batch.next
+            batch.next,
+            batch.last_recorded_at,
         );
-        self.insert(
-            &self.table_name(POSITIONS),
-            &["log_partition", "next_seq", "last_recorded_at"],
-            data,
-            &token,
-        )
-        .await
+        self.client
+            .query_raw(&format!(
+                "INSERT INTO `{positions}` (log_partition, next_seq, last_recorded_at) \
+                 SELECT {p}, {next}, fromUnixTimestamp64Micro(toInt64({at}), 'UTC') \
+                 WHERE (SELECT max(next_seq) FROM `{positions}` WHERE log_partition = {p}) = {first}"
+            ))
+            .with_setting(
+                "insert_deduplication_token",
+                format!("{}:p{p}:{first}-{next}:position", super::NAME),
+            )
+            .execute()
+            .await
+            .map_err(failed(&format!("cannot store the position of partition {p}")))?;
+        let now = self.partition_position(p).await?;
+        if now < next {
+            return Err(AnalyticsError::Store(format!(
+                "analytics partition {p}: the position moved to {now} while seq {first}..{next} was written (a rebuild swapped the tables); the batch is applied again"
+            )));
+        }
+        Ok(())
     }
 
     pub async fn row_counts(&self) -> Result<BTreeMap<String, u64>, AnalyticsError> {

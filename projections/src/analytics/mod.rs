@@ -291,8 +291,15 @@ pub async fn rebuild(
     batch: usize,
 ) -> Result<CatchUp, AnalyticsError> {
     let shadow = store.shadow().await?;
-    let done = catch_up(&shadow, topic, registry, batch).await?;
+    let mut done = catch_up(&shadow, topic, registry, batch).await?;
     store.swap_in(shadow).await?;
+    // What was appended while the shadow filled (a writer racing the swap may also have been
+    // refused its position): catch the swapped-in tables up.
+    let more = catch_up(store, topic, registry, batch).await?;
+    done.events += more.events;
+    done.applied += more.applied;
+    done.batches += more.batches;
+    done.seconds += more.seconds;
     Ok(done)
 }
 

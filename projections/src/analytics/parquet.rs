@@ -40,7 +40,10 @@ use super::{AnalyticsError, Batch, Format, Position};
 #[derive(Debug, Clone)]
 pub struct ParquetStore {
     root: PathBuf,
-    generation: String,
+    /// `None`: the live store, whose generation is whatever `CURRENT` names now (re-read on
+    /// every use, so a rebuild swapped in by another process is followed at once). `Some`: a
+    /// shadow generation being filled by a rebuild.
+    pinned: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,37 +96,73 @@ fn sync_dir(dir: &Path) -> Result<(), AnalyticsError> {
 impl ParquetStore {
     /// The store of `data_dir` (nothing is created until [`prepare`](Self::prepare)).
     pub fn open(data_dir: &Path) -> Result<ParquetStore, AnalyticsError> {
-        let root = data_dir.join("read-models").join("analytics");
-        let generation = match fs::read_to_string(root.join("CURRENT")) {
+        let store = ParquetStore {
+            root: data_dir.join("read-models").join("analytics"),
+            pinned: None,
+        };
+        store.generation()?;
+        Ok(store)
+    }
+
+    /// The generation this store reads and writes.
+    fn generation(&self) -> Result<String, AnalyticsError> {
+        if let Some(g) = &self.pinned {
+            return Ok(g.clone());
+        }
+        let generation = match fs::read_to_string(self.root.join("CURRENT")) {
             Ok(s) => s.trim().to_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "gen-000001".to_owned(),
-            Err(e) => return Err(io(format!("cannot read {}/CURRENT", root.display()))(e)),
+            Err(e) => {
+                return Err(io(format!("cannot read {}/CURRENT", self.root.display()))(
+                    e,
+                ));
+            }
         };
         if !generation.starts_with("gen-") || generation.contains('/') {
             return Err(AnalyticsError::Store(format!(
                 "{}/CURRENT names `{generation}`, not a generation: rebuild with `annals projections rebuild analytics`",
-                root.display()
+                self.root.display()
             )));
         }
-        Ok(ParquetStore { root, generation })
+        Ok(generation)
     }
 
     pub fn describe(&self) -> String {
-        self.root.join(&self.generation).display().to_string()
+        match self.dir() {
+            Ok(d) => d.display().to_string(),
+            Err(_) => self.root.display().to_string(),
+        }
     }
 
-    fn dir(&self) -> PathBuf {
-        self.root.join(&self.generation)
+    fn dir(&self) -> Result<PathBuf, AnalyticsError> {
+        Ok(self.root.join(self.generation()?))
+    }
+
+    /// Holds the store's lock file: writers commit, and rebuilds swap, one at a time.
+    fn lock(&self) -> Result<fs::File, AnalyticsError> {
+        fs::create_dir_all(&self.root)
+            .map_err(io(format!("cannot create {}", self.root.display())))?;
+        let lock_path = self.root.join("LOCK");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(format!("cannot open {}", lock_path.display())))?;
+        lock.lock()
+            .map_err(io(format!("cannot lock {}", lock_path.display())))?;
+        Ok(lock)
     }
 
     /// Creates the generation (and `CURRENT` the first time) and removes batches a crashed
     /// writer left half-written.
     pub fn prepare(&self) -> Result<(), AnalyticsError> {
-        let dir = self.dir();
+        let generation = self.generation()?;
+        let dir = self.root.join(&generation);
         fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let current = self.root.join("CURRENT");
-        if !current.exists() {
-            self.write_current(&self.generation)?;
+        if self.pinned.is_none() && !current.exists() {
+            self.write_current(&generation)?;
         }
         for p in self.partition_dirs()? {
             for entry in fs::read_dir(&p).map_err(io(format!("cannot list {}", p.display())))? {
@@ -151,7 +190,7 @@ impl ParquetStore {
     }
 
     fn partition_dirs(&self) -> Result<Vec<PathBuf>, AnalyticsError> {
-        let dir = self.dir();
+        let dir = self.dir()?;
         let mut out = Vec::new();
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -242,7 +281,11 @@ impl ParquetStore {
     /// already stored is dropped, and one that does not start at the stored position is refused
     /// (it would leave a gap or overlap).
     pub fn write(&self, batch: Batch) -> Result<(), AnalyticsError> {
-        let pdir = self.dir().join(format!("p{:04}", batch.partition));
+        let generation = self.generation()?;
+        let pdir = self
+            .root
+            .join(&generation)
+            .join(format!("p{:04}", batch.partition));
         let name = format!("{:012}-{:012}", batch.first, batch.next);
         let done = pdir.join(&name);
         if done.is_dir() {
@@ -253,7 +296,7 @@ impl ParquetStore {
         let tmp = pdir.join(format!(".tmp-{name}-{}-{n}", std::process::id()));
         fs::create_dir_all(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
         let written = self.write_files(&tmp, &batch);
-        let committed = written.and_then(|()| self.commit(&tmp, &pdir, &done, &batch));
+        let committed = written.and_then(|()| self.commit(&generation, &tmp, &pdir, &done, &batch));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).ok();
         }
@@ -289,20 +332,18 @@ impl ParquetStore {
     /// Renames a written batch into place under the store's lock, if it follows the position.
     fn commit(
         &self,
+        generation: &str,
         tmp: &Path,
         pdir: &Path,
         done: &Path,
         batch: &Batch,
     ) -> Result<(), AnalyticsError> {
-        let lock_path = self.root.join("LOCK");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(format!("cannot open {}", lock_path.display())))?;
-        lock.lock()
-            .map_err(io(format!("cannot lock {}", lock_path.display())))?;
+        let _lock = self.lock()?;
+        if self.generation()? != generation {
+            return Err(AnalyticsError::Store(format!(
+                "the analytics files were rebuilt into a new generation while a batch was written to {generation}; it is applied again there"
+            )));
+        }
         let position = self.partition_position(pdir)?;
         if batch.next <= position {
             return Ok(());
@@ -321,7 +362,7 @@ impl ParquetStore {
     /// A new, empty generation beside the live one.
     pub fn shadow(&self) -> Result<ParquetStore, AnalyticsError> {
         let n: u64 = self
-            .generation
+            .generation()?
             .trim_start_matches("gen-")
             .parse()
             .unwrap_or(1);
@@ -333,16 +374,19 @@ impl ParquetStore {
         }
         Ok(ParquetStore {
             root: self.root.clone(),
-            generation,
+            pinned: Some(generation),
         })
     }
 
-    /// Points `CURRENT` at `new` (one rename) and removes the old generation.
+    /// Points `CURRENT` at `new` (one rename) and removes the old generation, holding the lock
+    /// so no writer commits into the old one meanwhile (writers re-read `CURRENT`).
     pub fn swap_in(&self, new: ParquetStore) -> Result<(), AnalyticsError> {
         new.prepare()?;
-        self.write_current(&new.generation)?;
-        let old = self.dir();
-        if old.exists() && old != new.dir() {
+        let new_generation = new.generation()?;
+        let _lock = self.lock()?;
+        let old = self.dir()?;
+        self.write_current(&new_generation)?;
+        if old.exists() && old != self.root.join(&new_generation) {
             fs::remove_dir_all(&old).map_err(io(format!("cannot remove {}", old.display())))?;
         }
         Ok(())
