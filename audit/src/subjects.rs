@@ -43,15 +43,34 @@ impl SubjectKeys {
 
     /// The key file of a subject: named by a hash, so file names reveal no subject id.
     fn path(&self, tenant: &str, subject: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.key", Self::name(tenant, subject)))
+    }
+
+    /// The tombstone an erasure leaves: the subject can never get a key again.
+    fn tombstone(&self, tenant: &str, subject: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.erased", Self::name(tenant, subject)))
+    }
+
+    fn name(tenant: &str, subject: &str) -> String {
         let mut h = Sha256::new();
         h.update(b"annals-subject-key\0");
         h.update(tenant.as_bytes());
         h.update([0]);
         h.update(subject.as_bytes());
-        self.dir.join(format!("{}.key", hex::encode(h.finalize())))
+        hex::encode(h.finalize())
+    }
+
+    /// Whether the subject was erased (its key may never come back).
+    pub fn erased(&self, tenant: &str, subject: &str) -> bool {
+        self.tombstone(tenant, subject).exists()
     }
 
     fn read(&self, tenant: &str, subject: &str) -> Result<Option<[u8; 32]>, String> {
+        if self.erased(tenant, subject) {
+            return Ok(None);
+        }
         let path = self.path(tenant, subject);
         match fs::read(&path) {
             Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
@@ -62,8 +81,13 @@ impl SubjectKeys {
         }
     }
 
-    /// The subject's key, created (durably) if it has none.
+    /// The subject's key, created (durably) if it has none. An erased subject gets none.
     fn get_or_create(&self, tenant: &str, subject: &str) -> Result<[u8; 32], String> {
+        if self.erased(tenant, subject) {
+            return Err(format!(
+                "subject `{subject}` of tenant `{tenant}` was erased: no personal data of it can be stored again"
+            ));
+        }
         if let Some(k) = self.read(tenant, subject)? {
             return Ok(k);
         }
@@ -72,19 +96,30 @@ impl SubjectKeys {
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
         let path = self.path(tenant, subject);
+        // Written whole under a temporary name, then linked into place: readers never see a
+        // partial key, and a concurrent creator's key wins if it was first.
+        let tmp = self.dir.join(format!(
+            ".{}.{}.tmp",
+            Self::name(tenant, subject),
+            std::process::id()
+        ));
         let mut opts = fs::OpenOptions::new();
-        opts.write(true).create_new(true);
+        opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        match opts.open(&path) {
-            Ok(mut f) => {
-                f.write_all(&key)
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| format!("cannot write subject key {}: {e}", path.display()))?;
+        opts.open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&key)?;
+                f.sync_all()
+            })
+            .map_err(|e| format!("cannot write subject key {}: {e}", tmp.display()))?;
+        let linked = fs::hard_link(&tmp, &path);
+        fs::remove_file(&tmp).ok();
+        match linked {
+            Ok(()) => {
                 sync_dir(&self.dir)?;
                 Ok(key)
             }
-            // Another writer created it first: use theirs.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self
                 .read(tenant, subject)?
                 .ok_or_else(|| format!("subject key {} vanished", path.display())),
@@ -97,17 +132,23 @@ impl SubjectKeys {
         self.path(tenant, subject).exists()
     }
 
-    /// Deletes the subject's key for good; `false` if it had none. Durable when it returns.
+    /// Deletes the subject's key for good and leaves a tombstone so it never gets one again;
+    /// `false` if it had no key. Durable when it returns.
     pub fn erase(&self, tenant: &str, subject: &str) -> Result<bool, String> {
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let tomb = self.tombstone(tenant, subject);
+        fs::File::create(&tomb)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", tomb.display()))?;
         let path = self.path(tenant, subject);
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                sync_dir(&self.dir)?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(format!("cannot delete subject key {}: {e}", path.display())),
-        }
+        let had = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(format!("cannot delete subject key {}: {e}", path.display())),
+        };
+        sync_dir(&self.dir)?;
+        Ok(had)
     }
 }
 
@@ -228,8 +269,13 @@ mod tests {
         assert!(!keys.erase("acme", "c-1").unwrap());
         assert_eq!(keys.open("acme", "c-1", "email", &sealed).unwrap(), None);
         assert!(keys.exists("acme", "c-2"));
+        // An erased subject never gets a key again.
+        assert!(keys.erased("acme", "c-1"));
+        let again = keys.seal("acme", "c-1", "email", "ada@example.com");
+        assert!(again.unwrap_err().contains("erased"));
         // No file of the store names the subject.
         for e in fs::read_dir(dir.path().join("keys/subjects")).unwrap() {
+            // (keys and tombstones alike)
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
             assert!(!name.contains("c-2") && !name.contains("acme"), "{name}");
         }

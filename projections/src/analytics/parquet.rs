@@ -233,17 +233,27 @@ impl ParquetStore {
         })
     }
 
+    /// Per partition, the highest committed range; only its `batch.json` is read (a long
+    /// `--follow` leaves many small folders).
     pub fn positions(&self) -> Result<BTreeMap<u32, Position>, AnalyticsError> {
-        let mut out: BTreeMap<u32, Position> = BTreeMap::new();
+        let mut newest: BTreeMap<PathBuf, (u64, PathBuf)> = BTreeMap::new();
         for (dir, _, next) in self.batches()? {
+            let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+            let slot = newest.entry(parent).or_insert((0, PathBuf::new()));
+            if next > slot.0 {
+                *slot = (next, dir);
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (next, dir) in newest.into_values() {
             let info = Self::info(&dir)?;
-            let pos = out.entry(info.partition).or_default();
-            if next > pos.next_seq {
-                *pos = Position {
+            out.insert(
+                info.partition,
+                Position {
                     next_seq: next,
                     last_recorded_at: Some(info.last_recorded_at),
-                };
-            }
+                },
+            );
         }
         Ok(out)
     }
