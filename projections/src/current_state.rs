@@ -6,6 +6,8 @@
 //! microseconds since the Unix epoch (UTC); `stream_version` is the version of the aggregate
 //! the row was last changed by.
 
+use std::collections::BTreeMap;
+
 use annals_domain::billing::{BudgetEvent, InvoiceEvent};
 use annals_domain::models::{DeploymentEvent, ModelVersionEvent, TrafficShare};
 use annals_domain::policy::PolicyEvent;
@@ -238,6 +240,40 @@ impl Projection for CurrentState {
         vec![create(first), create(&added[..1])]
     }
 
+    /// Usage records are merged per budget within a batch (one UPDATE adding their count),
+    /// the budget's other events flushing what was merged before them: a busy budget is one
+    /// row write per batch, not one per usage record.
+    async fn apply_all(
+        &self,
+        tx: &mut Tx,
+        events: &[(&Envelope, DomainEvent)],
+    ) -> Result<(), ProjectionError> {
+        // (tenant, month) -> (usage records, spent after the last, its stream version)
+        let mut usage: BTreeMap<(&str, &str), (i64, i64, u64)> = BTreeMap::new();
+        for (env, event) in events {
+            match event {
+                DomainEvent::Budget(BudgetEvent::UsageRecorded(u)) => {
+                    let e = usage
+                        .entry((u.tenant.as_str(), u.month.as_str()))
+                        .or_insert((0, 0, 0));
+                    *e = (e.0 + 1, u.spent_minor, env.stream_version);
+                }
+                DomainEvent::Budget(b) => {
+                    let (tenant, month) = budget_key(b);
+                    if let Some(merged) = usage.remove(&(tenant, month)) {
+                        flush_usage(tx, (tenant, month), merged).await?;
+                    }
+                    self.apply(tx, env, event).await?;
+                }
+                _ => self.apply(tx, env, event).await?,
+            }
+        }
+        for (key, merged) in usage {
+            flush_usage(tx, key, merged).await?;
+        }
+        Ok(())
+    }
+
     async fn apply(
         &self,
         tx: &mut Tx,
@@ -262,6 +298,30 @@ impl Projection for CurrentState {
 fn personal(value: &str) -> Option<&str> {
     use annals_schemas::personal::{ERASED, SEALED};
     (value != ERASED && value != SEALED).then_some(value)
+}
+
+/// The budget (tenant, month) an event is about.
+fn budget_key(e: &BudgetEvent) -> (&str, &str) {
+    match e {
+        BudgetEvent::BudgetSet(x) => (&x.tenant, &x.month),
+        BudgetEvent::UsageRecorded(x) => (&x.tenant, &x.month),
+        BudgetEvent::BudgetThresholdReached(x) => (&x.tenant, &x.month),
+    }
+}
+
+/// `count` usage records of one budget at once: the spend after the last, the count added.
+async fn flush_usage(
+    tx: &mut Tx,
+    (tenant, month): (&str, &str),
+    (count, spent, version): (i64, i64, u64),
+) -> Result<(), ProjectionError> {
+    tx.execute(
+        "UPDATE budgets SET spent_minor = $3, usage_count = usage_count + $4, \
+         stream_version = $5 WHERE tenant = $1 AND month = $2",
+        params![tenant, month, spent, count, version],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn contact(tx: &mut Tx, e: &ContactEvent, v: u64) -> Result<(), ProjectionError> {

@@ -180,6 +180,21 @@ pub trait Projection: Send + Sync {
         env: &Envelope,
         event: &DomainEvent,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// Applies a batch's wanted events in order. The default applies them one by one; a
+    /// projection may merge writes to one row within the batch (the result must be the same).
+    fn apply_all(
+        &self,
+        tx: &mut Tx,
+        events: &[(&Envelope, DomainEvent)],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        async move {
+            for (env, event) in events {
+                self.apply(tx, env, event).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 const RUNTIME_SQL: &str = "
@@ -349,6 +364,7 @@ pub async fn apply_in<P: Projection>(
     let mut out = BatchOutcome::default();
     let mut next = position;
     let mut last_recorded_at = None;
+    let mut wanted = Vec::new();
     for env in events {
         if env.partition != partition {
             return Err(ProjectionError::Invalid(format!(
@@ -369,14 +385,14 @@ pub async fn apply_in<P: Projection>(
             });
         }
         if projection.wants(&env.event_type) {
-            let event = DomainEvent::decode(env, registry)?;
-            projection.apply(tx, env, &event).await?;
-            out.applied += 1;
+            wanted.push((env, DomainEvent::decode(env, registry)?));
         }
         next = env.seq + 1;
         last_recorded_at = Some(env.recorded_at);
         out.advanced += 1;
     }
+    projection.apply_all(tx, &wanted).await?;
+    out.applied = wanted.len() as u64;
     if out.advanced > 0 {
         tx.execute(
             "UPDATE projection_positions SET next_seq = $3, last_recorded_at = $4 \
