@@ -342,3 +342,71 @@ fn the_schema_reference_is_in_step() {
         "docs/analytics.md is not what the model says: ANNALS_BLESS=1 cargo test -p annals-projections --test analytics rewrites it"
     );
 }
+
+/// Many small batches (a follower's) are merged into few folders without changing a single
+/// answer, and a reader that sees a merged folder beside the ones it replaced counts once.
+#[test]
+fn compaction_merges_small_batches_and_changes_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, topic) = golden_log(&dir.path().join("log"));
+    let store = ParquetStore::open(dir.path()).unwrap();
+    let analytics = Analytics::Parquet(store.clone());
+    let root = dir.path().join("read-models/analytics/gen-000001");
+    let folders = || {
+        walk(&root)
+            .into_iter()
+            .filter(|p| p.ends_with("batch.json"))
+            .count()
+    };
+    rt().block_on(async {
+        catch_up(&analytics, &topic, &registry(), 2).await.unwrap();
+        let before = answers(&analytics).await;
+        let many = folders();
+        let backup = dir.path().join("backup");
+        copy_dir(&root, &backup);
+
+        let merged = store.compact(40).unwrap();
+        assert!(merged >= 8, "merged {merged} folders");
+        assert!(folders() < many, "{} folders, were {many}", folders());
+        assert_eq!(answers(&analytics).await, before);
+        let st = status(&analytics, &topic).await.unwrap();
+        assert_eq!(st.lag_events, 0);
+        assert_eq!(st.rows["events"], total_events(&topic));
+
+        // The moment between renaming a merged folder in and removing its sources: put the
+        // sources back beside it; every row still counts once.
+        copy_dir(&backup, &root);
+        assert_eq!(answers(&analytics).await, before);
+        let st = status(&analytics, &topic).await.unwrap();
+        assert_eq!(st.rows["events"], total_events(&topic));
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

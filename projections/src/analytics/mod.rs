@@ -219,6 +219,13 @@ pub async fn catch_up(
         out.applied += d.applied;
         out.batches += d.batches;
     }
+    // Small batches (a follower's) are merged once there are enough of them.
+    if let Analytics::Parquet(s) = store {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || s.compact(DEFAULT_BATCH as u64 * 5))
+            .await
+            .map_err(|e| AnalyticsError::Store(format!("a compaction task failed: {e}")))??;
+    }
     out.seconds = started.elapsed().as_secs_f64();
     Ok(out)
 }

@@ -208,18 +208,173 @@ impl ParquetStore {
     }
 
     /// Committed batch folders, oldest first.
+    /// Committed batch folders, oldest first per partition. A folder whose range lies inside
+    /// another's is left out: compaction renames the merged folder in before it removes the
+    /// ones it merged, and a reader in between must count their rows once.
     fn batches(&self) -> Result<Vec<(PathBuf, u64, u64)>, AnalyticsError> {
         let mut out = Vec::new();
         for p in self.partition_dirs()? {
-            for entry in fs::read_dir(&p).map_err(io(format!("cannot list {}", p.display())))? {
-                let entry = entry.map_err(io("cannot list a partition folder"))?;
-                if let Some((first, next)) = batch_range(&entry.file_name().to_string_lossy()) {
-                    out.push((entry.path(), first, next));
-                }
+            out.extend(Self::partition_batches(&p)?);
+        }
+        Ok(out)
+    }
+
+    fn partition_batches(pdir: &Path) -> Result<Vec<(PathBuf, u64, u64)>, AnalyticsError> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(pdir).map_err(io(format!("cannot list {}", pdir.display())))? {
+            let entry = entry.map_err(io("cannot list a partition folder"))?;
+            if let Some((first, next)) = batch_range(&entry.file_name().to_string_lossy()) {
+                found.push((entry.path(), first, next));
             }
         }
-        out.sort();
+        // By start, the widest first: a covered folder follows the one covering it.
+        found.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
+        let mut out: Vec<(PathBuf, u64, u64)> = Vec::with_capacity(found.len());
+        for b in found {
+            if out
+                .last()
+                .is_some_and(|last| b.1 >= last.1 && b.2 <= last.2)
+            {
+                continue;
+            }
+            out.push(b);
+        }
         Ok(out)
+    }
+
+    /// Merges runs of small committed batches of each partition into one folder each (at most
+    /// `target` events per merged folder), so a long `--follow` does not leave thousands of
+    /// tiny files. The merged folder is renamed in under the lock, then the merged ones are
+    /// removed. Returns how many folders were merged away.
+    pub fn compact(&self, target: u64) -> Result<usize, AnalyticsError> {
+        let mut merged_away = 0;
+        for pdir in self.partition_dirs()? {
+            let batches = Self::partition_batches(&pdir)?;
+            let mut group: Vec<(PathBuf, u64, u64)> = Vec::new();
+            let mut groups = Vec::new();
+            for b in batches {
+                let small = b.2 - b.1 < target / 4;
+                let fits = group
+                    .last()
+                    .is_some_and(|l: &(PathBuf, u64, u64)| l.2 == b.1)
+                    && b.2 - group.first().map_or(b.1, |f| f.1) <= target;
+                if small && (group.is_empty() || fits) {
+                    group.push(b);
+                } else {
+                    if group.len() >= 8 {
+                        groups.push(std::mem::take(&mut group));
+                    }
+                    group.clear();
+                    if small {
+                        group.push(b);
+                    }
+                }
+            }
+            // The newest run is left to grow until it is worth merging.
+            for g in groups {
+                merged_away += g.len();
+                self.merge(&pdir, &g)?;
+            }
+        }
+        Ok(merged_away)
+    }
+
+    fn merge(&self, pdir: &Path, group: &[(PathBuf, u64, u64)]) -> Result<(), AnalyticsError> {
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let (first, next) = (group[0].1, group[group.len() - 1].2);
+        let name = format!("{first:012}-{next:012}");
+        let generation = self.generation()?;
+        static MERGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MERGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = pdir.join(format!(".tmp-{name}-{}-m{n}", std::process::id()));
+        fs::create_dir_all(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
+        let result = (|| {
+            // Every file name any folder of the group has: <table>.<month>.parquet.
+            let mut files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+            let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+            let mut last_recorded_at = 0;
+            let mut partition = 0;
+            for (dir, _, _) in group {
+                let info = Self::info(dir)?;
+                partition = info.partition;
+                last_recorded_at = info.last_recorded_at;
+                for (t, r) in info.rows {
+                    *rows.entry(t).or_default() += r;
+                }
+                for entry in
+                    fs::read_dir(dir).map_err(io(format!("cannot list {}", dir.display())))?
+                {
+                    let path = entry.map_err(io("cannot list a batch"))?.path();
+                    let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+                    if let Some(f) = file.filter(|f| f.ends_with(".parquet")) {
+                        files.entry(f).or_default().push(path);
+                    }
+                }
+            }
+            for (file, parts) in &files {
+                let table = file.split('.').next().unwrap_or_default();
+                let Some(spec) = TABLES.iter().find(|t| t.name == table) else {
+                    continue;
+                };
+                let schema = arrow_schema(spec);
+                let out = tmp.join(file);
+                let f = fs::File::create(&out)
+                    .map_err(io(format!("cannot create {}", out.display())))?;
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .build();
+                let parquet_err = |e: datafusion::parquet::errors::ParquetError| {
+                    AnalyticsError::Store(format!("cannot merge {file}: {e}"))
+                };
+                let mut w =
+                    ArrowWriter::try_new(f, schema.clone(), Some(props)).map_err(parquet_err)?;
+                for part in parts {
+                    let input = fs::File::open(part)
+                        .map_err(io(format!("cannot open {}", part.display())))?;
+                    let reader = ParquetRecordBatchReaderBuilder::try_new(input)
+                        .and_then(|b| b.build())
+                        .map_err(parquet_err)?;
+                    for batch in reader {
+                        let batch = batch.map_err(arrow_err("cannot read a batch file"))?;
+                        w.write(&batch).map_err(parquet_err)?;
+                    }
+                }
+                w.into_inner()
+                    .map_err(parquet_err)?
+                    .sync_all()
+                    .map_err(io(format!("cannot sync {}", out.display())))?;
+            }
+            let info = BatchInfo {
+                partition,
+                first,
+                next,
+                last_recorded_at,
+                rows,
+            };
+            let info_path = tmp.join("batch.json");
+            fs::write(
+                &info_path,
+                serde_json::to_vec_pretty(&info).expect("serialisable"),
+            )
+            .and_then(|()| fs::File::open(&info_path)?.sync_all())
+            .map_err(io(format!("cannot write {}", info_path.display())))?;
+            sync_dir(&tmp)?;
+            let _lock = self.lock()?;
+            if self.generation()? != generation || group.iter().any(|(d, _, _)| !d.is_dir()) {
+                return Ok(()); // a rebuild or another compaction got there first
+            }
+            fs::rename(&tmp, pdir.join(&name))
+                .map_err(io(format!("cannot rename {}", tmp.display())))?;
+            sync_dir(pdir)?;
+            for (dir, _, _) in group {
+                fs::remove_dir_all(dir).map_err(io(format!("cannot remove {}", dir.display())))?;
+            }
+            sync_dir(pdir)
+        })();
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).ok();
+        }
+        result
     }
 
     fn info(dir: &Path) -> Result<BatchInfo, AnalyticsError> {
