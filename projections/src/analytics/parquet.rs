@@ -7,7 +7,8 @@
 //! .parquet`, rows in the table's sort order, and `batch.json` (range, row counts). A batch is
 //! written in a hidden `.tmp-…` folder, synced, and renamed into place: it is there whole or not
 //! at all, and the partition's position is the highest `next` among its folders. A rebuild
-//! fills a new generation and then replaces `CURRENT` in one rename.
+//! fills a new generation and then replaces `CURRENT` in one rename. Compaction merges runs of
+//! small batches into one folder; a folder whose range another covers is never read.
 
 use std::collections::BTreeMap;
 use std::fs;
