@@ -75,7 +75,12 @@ struct Inner {
     extra_metrics: std::sync::OnceLock<MetricsSource>,
     /// The subject key store, for erasure and export (the registry seals with the same one).
     subject_keys: std::sync::OnceLock<annals_audit::SubjectKeys>,
+    /// Called after a subject's key was deleted (the server then purges the read models).
+    on_erased: std::sync::OnceLock<ErasedHook>,
 }
+
+/// What the embedding program does once a subject is erased.
+pub type ErasedHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Renders Prometheus text exposition lines (with their `# HELP` and `# TYPE`).
 pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
@@ -99,6 +104,7 @@ impl AppState {
                 ready: AtomicBool::new(true),
                 extra_metrics: std::sync::OnceLock::new(),
                 subject_keys: std::sync::OnceLock::new(),
+                on_erased: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -107,6 +113,17 @@ impl AppState {
     /// it can erase subjects and export what it holds about them.
     pub fn set_subject_keys(&self, keys: annals_audit::SubjectKeys) {
         self.inner.subject_keys.set(keys).ok();
+    }
+
+    /// Runs `hook` after every erasure (e.g. to purge old copies from the read models).
+    pub fn on_erased(&self, hook: ErasedHook) {
+        self.inner.on_erased.set(hook).ok();
+    }
+
+    pub(crate) fn erased(&self) {
+        if let Some(hook) = self.inner.on_erased.get() {
+            hook();
+        }
     }
 
     pub(crate) fn subject_keys(&self) -> Result<annals_audit::SubjectKeys, ApiError> {

@@ -49,7 +49,12 @@ pub struct Follower {
     registry: Arc<Registry>,
     interval: Duration,
     states: FollowStates,
+    purge: PurgeRequest,
 }
+
+/// Set when a subject was erased: once the current-state model has caught up (so the erasure
+/// is applied), the follower purges old copies of the contacts' rows from the database files.
+pub type PurgeRequest = Arc<std::sync::atomic::AtomicBool>;
 
 struct Backoff {
     wait: Duration,
@@ -106,7 +111,13 @@ impl Follower {
             registry,
             interval,
             states: Arc::new(Mutex::new(states)),
+            purge: PurgeRequest::default(),
         }
+    }
+
+    /// The flag that asks for a purge after the next catch-up (see [`PurgeRequest`]).
+    pub fn purge_request(&self) -> PurgeRequest {
+        self.purge.clone()
     }
 
     pub fn states(&self) -> FollowStates {
@@ -225,6 +236,13 @@ impl Follower {
             st.lag_events = lag_events;
             st.lag_seconds = lag_seconds;
         });
+        // Caught up, so an erasure requested before this round is applied: purge its copies.
+        if self.purge.swap(false, std::sync::atomic::Ordering::AcqRel)
+            && let Err(e) = s.purge("contacts").await
+        {
+            self.purge.store(true, std::sync::atomic::Ordering::Release);
+            return Err(e.to_string());
+        }
         Ok(done.events)
     }
 

@@ -146,6 +146,7 @@ fn a_database_that_goes_away_pauses_the_projection_and_nothing_is_lost_or_double
             Duration::from_millis(50),
         );
         let states = follower.states();
+        let purge = follower.purge_request();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let followed = topic.clone();
         let task = tokio::spawn(follower.run(move || Ok(followed.clone()), stopped));
@@ -206,6 +207,14 @@ fn a_database_that_goes_away_pauses_the_projection_and_nothing_is_lost_or_double
         pg_proxy.restore().await;
         ch_proxy.restore().await;
         wait_for(&states, "the catch-up after the outage", caught_up).await;
+        // An erasure asks for a purge of the contacts' old row versions: done after a round.
+        purge.store(true, std::sync::atomic::Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while purge.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the purge was not done");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(states.lock().unwrap().values().all(|s| s.paused.is_none()));
         stop.send(true).unwrap();
         task.await.unwrap();
 

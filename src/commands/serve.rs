@@ -73,6 +73,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
     let (stop_follow, follow_stopped) = tokio::sync::watch::channel(false);
     let follow_task = follower.map(|f| {
+        let purge = f.purge_request();
+        state.on_erased(Arc::new(move || {
+            purge.store(true, std::sync::atomic::Ordering::Release)
+        }));
         let states = f.states();
         state.add_metrics(Arc::new(move || {
             annals_projections::follow::prometheus(&states)

@@ -106,6 +106,7 @@ pub async fn erase(
         .await
         .map_err(|e| ApiError::internal(format!("the key deletion did not finish: {e}")))?
         .map_err(ApiError::internal)?;
+    state.erased();
     Ok(respond(outcome))
 }
 
