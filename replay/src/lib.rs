@@ -58,7 +58,11 @@ pub struct Replayed {
     /// Per partition read: the last seq applied + 1 (the bound actually reached).
     pub positions: BTreeMap<u32, u64>,
     pub events_applied: u64,
+    /// Wall time of the whole replay: reading, applying, snapshotting and the digest.
     pub seconds: f64,
+    /// Wall time until every partition's events were applied to the in-memory aggregates
+    /// (before their snapshot and digest).
+    pub apply_seconds: f64,
     /// stream → `{"version", "state"}`.
     pub aggregates: BTreeMap<String, serde_json::Value>,
 }
@@ -81,13 +85,14 @@ pub fn replay(log: &Log, registry: &Registry, what: &Replay) -> Result<Replayed,
         .max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
+    let applied_by = std::sync::Mutex::new(0f64);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(p) = selected.get(i) else { break };
-                    let r = replay_partition(p, registry, what);
+                    let r = replay_partition(p, registry, what, started, &applied_by);
                     results.lock().expect("results lock").push(r);
                 }
             });
@@ -112,6 +117,7 @@ pub fn replay(log: &Log, registry: &Registry, what: &Replay) -> Result<Replayed,
         positions,
         events_applied: events,
         seconds: started.elapsed().as_secs_f64(),
+        apply_seconds: applied_by.into_inner().expect("applied lock"),
         aggregates,
     })
 }
@@ -123,6 +129,8 @@ fn replay_partition(
     p: &Partition,
     registry: &Registry,
     what: &Replay,
+    started: Instant,
+    applied_by: &std::sync::Mutex<f64>,
 ) -> Result<PartitionReplay, ReplayError> {
     let end = match what.until {
         Until::Head | Until::Seq { .. } => p.head().next_seq,
@@ -146,6 +154,11 @@ fn replay_partition(
             .apply_stored(&env, registry)
             .map_err(|e| ReplayError::Apply(e.to_string()))?;
         events += 1;
+    }
+    {
+        let at = started.elapsed().as_secs_f64();
+        let mut latest = applied_by.lock().expect("applied lock");
+        *latest = latest.max(at);
     }
     let keep = |stream: &str| {
         what.stream.as_deref().is_none_or(|s| s == stream)

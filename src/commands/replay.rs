@@ -78,10 +78,11 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     }
     println!("digest {}", r.digest);
     println!(
-        "{} events applied in {:.3} s ({:.0} events/s) into {} aggregate(s); stopped at {}",
+        "{} events applied in {:.3} s ({:.0} events/s; {:.3} s with the snapshot and digest) into {} aggregate(s); stopped at {}",
         r.events_applied,
+        r.apply_seconds,
+        r.events_applied as f64 / r.apply_seconds.max(1e-9),
         r.seconds,
-        r.events_applied as f64 / r.seconds.max(1e-9),
         r.aggregates.len(),
         r.positions
             .iter()
