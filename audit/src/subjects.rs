@@ -232,7 +232,8 @@ mod tests {
         let sealed = keys
             .seal("acme", "c-1", "email", "ada@example.com")
             .unwrap();
-        assert!(sealed.starts_with(SEALED_PREFIX) && !sealed.contains("ada"));
+        // (Hex digits include a–f, so only look for the characters hex cannot hold.)
+        assert!(sealed.starts_with(SEALED_PREFIX) && !sealed.contains("@example"));
         let again = keys
             .seal("acme", "c-1", "email", "ada@example.com")
             .unwrap();

@@ -251,7 +251,7 @@ impl Follower {
             self.analytics.prepare().await.map_err(|e| e.to_string())?;
             *prepared = true;
         }
-        let done = analytics::catch_up(
+        let done = analytics::advance(
             &self.analytics,
             topic,
             &self.registry,
@@ -302,33 +302,19 @@ fn current_kind(b: &Backend) -> &'static str {
     }
 }
 
-/// Lag in events and seconds of stored positions (partition, next seq, last recorded_at)
-/// against the topic's heads.
+/// Lag in events (summed) and seconds (the worst partition's) of stored positions (partition,
+/// next seq, last recorded_at) against the topic's heads.
 fn lag(topic: &Topic, positions: impl Iterator<Item = (u32, u64, Option<i64>)>) -> (u64, f64) {
     let positions: BTreeMap<u32, (u64, Option<i64>)> =
         positions.map(|(p, n, at)| (p, (n, at))).collect();
-    let mut events = 0;
-    let mut seconds: f64 = 0.0;
-    for partition in topic.partitions() {
-        let head = partition.head();
-        let (next, at) = positions.get(&partition.id()).copied().unwrap_or((0, None));
-        let behind = head.next_seq.saturating_sub(next);
-        events += behind;
-        if behind > 0 {
-            // Nothing applied yet: the lag runs from the partition's first event.
-            let first = || {
-                partition
-                    .reader(0)
-                    .next_ref()
-                    .ok()
-                    .flatten()
-                    .map(|e| e.recorded_at)
-            };
-            let from = at.or_else(first).unwrap_or(head.last_recorded_at);
-            seconds = seconds.max((head.last_recorded_at - from).max(0) as f64 / 1e6);
-        }
-    }
-    (events, seconds)
+    topic
+        .partitions()
+        .iter()
+        .fold((0, 0.0), |(events, seconds), p| {
+            let (next, at) = positions.get(&p.id()).copied().unwrap_or((0, None));
+            let (e, s) = runtime::partition_lag(p, next, at);
+            (events + e, f64::max(seconds, s))
+        })
 }
 
 /// The followed projections' states as Prometheus text (for `/metrics`).

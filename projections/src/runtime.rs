@@ -581,13 +581,7 @@ pub async fn status<P: Projection>(
     for partition in topic.partitions() {
         let head = partition.head();
         let (position, applied_at) = stored.get(&partition.id()).copied().unwrap_or((0, None));
-        let lag_events = head.next_seq.saturating_sub(position);
-        let lag_seconds = if lag_events == 0 {
-            0.0
-        } else {
-            let from = applied_at.unwrap_or(first_recorded_at(partition).unwrap_or(0));
-            (head.last_recorded_at - from).max(0) as f64 / 1e6
-        };
+        let (lag_events, lag_seconds) = partition_lag(partition, position, applied_at);
         partitions.push(PartitionStatus {
             partition: partition.id(),
             position,
@@ -619,13 +613,29 @@ pub async fn status<P: Projection>(
     })
 }
 
-fn first_recorded_at(partition: &annals_events::Partition) -> Option<i64> {
-    partition
-        .reader(0)
-        .next_ref()
-        .ok()
-        .flatten()
-        .map(|e| e.recorded_at)
+/// How far a projection at `position` (next seq; `applied_at`: `recorded_at` of the last event
+/// it applied) is behind a partition: events, and seconds of the log's own clock — counted from
+/// the partition's first event when nothing was applied yet.
+pub fn partition_lag(
+    partition: &annals_events::Partition,
+    position: u64,
+    applied_at: Option<i64>,
+) -> (u64, f64) {
+    let head = partition.head();
+    let behind = head.next_seq.saturating_sub(position);
+    if behind == 0 {
+        return (0, 0.0);
+    }
+    let first = || {
+        partition
+            .reader(0)
+            .next_ref()
+            .ok()
+            .flatten()
+            .map(|e| e.recorded_at)
+    };
+    let from = applied_at.or_else(first).unwrap_or(head.last_recorded_at);
+    (behind, (head.last_recorded_at - from).max(0) as f64 / 1e6)
 }
 
 /// Every row of every table of the projection, as text, in primary-key order: table → rows.

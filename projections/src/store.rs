@@ -299,6 +299,34 @@ impl Store {
         }
     }
 
+    /// Drops a PostgreSQL schema and everything in it (scratch schemas of benchmarks and
+    /// tests); a no-op on SQLite.
+    pub async fn drop_schema(backend: &Backend) -> Result<(), StoreError> {
+        let Backend::Postgres {
+            url,
+            schema: Some(schema),
+        } = backend
+        else {
+            return Ok(());
+        };
+        check_ident(schema)?;
+        let admin = Store::open(&Backend::Postgres {
+            url: url.clone(),
+            schema: None,
+        })
+        .await?;
+        let mut tx = admin.begin().await?;
+        let dropped = tx
+            .execute_script(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await;
+        let committed = match dropped {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        };
+        admin.close().await;
+        committed
+    }
+
     /// After personal data was erased from `table`: makes sure no old copy of its rows is left
     /// in the database's files — SQLite: the write-ahead log is checkpointed and truncated (freed
     /// pages are zeroed, `secure_delete`); PostgreSQL: the table is rewritten (`VACUUM FULL`).

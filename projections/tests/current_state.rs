@@ -44,25 +44,12 @@ fn postgres(rt: &tokio::runtime::Runtime, test: &str) -> Option<Backend> {
             "ANNALS_TEST_POSTGRES is not set: run `scripts/services up` and export the URL it prints (or run scripts/test), or set ANNALS_SKIP_SERVERS=1 to skip"
         ),
     };
-    let schema = format!("test_{test}");
-    rt.block_on(async {
-        let admin = Store::open(&Backend::Postgres {
-            url: url.clone(),
-            schema: None,
-        })
-        .await
-        .unwrap();
-        let mut tx = admin.begin().await.unwrap();
-        tx.execute_script(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        admin.close().await;
-    });
-    Some(Backend::Postgres {
+    let backend = Backend::Postgres {
         url,
-        schema: Some(schema),
-    })
+        schema: Some(format!("test_{test}")),
+    };
+    rt.block_on(Store::drop_schema(&backend)).unwrap();
+    Some(backend)
 }
 
 fn golden_rows() -> Rows {

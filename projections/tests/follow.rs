@@ -116,18 +116,12 @@ fn a_database_that_goes_away_pauses_the_projection_and_nothing_is_lost_or_double
             .execute()
             .await
             .unwrap();
-        let pg_admin = Store::open(&Backend::Postgres {
+        Store::drop_schema(&Backend::Postgres {
             url: pg.clone(),
-            schema: None,
+            schema: Some("test_follow".into()),
         })
         .await
         .unwrap();
-        let mut tx = pg_admin.begin().await.unwrap();
-        tx.execute_script("DROP SCHEMA IF EXISTS test_follow CASCADE")
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        pg_admin.close().await;
 
         let mut pg_proxy = Proxy::start(&host_port(&pg)).await;
         let mut ch_proxy = Proxy::start(&host_port(&ch)).await;

@@ -455,3 +455,34 @@ fn measure_commands(dir: &std::path::Path, args: &CommandArgs) -> Result<Command
         latency_p99_ms: pct(0.99),
     })
 }
+
+/// Writes the demo dataset into `data` by running `annals demo` in a child process (the
+/// benchmarks of read models and proofs start from it).
+pub fn write_demo(
+    data: &std::path::Path,
+    tenants: u32,
+    signals_per_day: u32,
+) -> Result<(), Failure> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::failed(format!("cannot find the annals binary: {e}")))?;
+    let demo = std::process::Command::new(exe)
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--json",
+            "demo",
+            "--tenants",
+            &tenants.to_string(),
+            "--signals-per-day",
+            &signals_per_day.to_string(),
+        ])
+        .output()
+        .map_err(|e| Failure::failed(format!("cannot run the demo: {e}")))?;
+    if !demo.status.success() {
+        return Err(Failure::failed(format!(
+            "the demo failed: {}",
+            String::from_utf8_lossy(&demo.stderr)
+        )));
+    }
+    Ok(())
+}

@@ -131,27 +131,7 @@ fn measure(
     scratch: &Path,
 ) -> Result<(Vec<Rebuilt>, Option<Lag>), Failure> {
     let data = scratch.join("data");
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::failed(format!("cannot find the annals binary: {e}")))?;
-    let demo = std::process::Command::new(exe)
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--json",
-            "demo",
-            "--tenants",
-            &args.tenants.to_string(),
-            "--signals-per-day",
-            &args.signals_per_day.to_string(),
-        ])
-        .output()
-        .map_err(|e| Failure::failed(format!("cannot run the demo: {e}")))?;
-    if !demo.status.success() {
-        return Err(Failure::failed(format!(
-            "the demo failed: {}",
-            String::from_utf8_lossy(&demo.stderr)
-        )));
-    }
+    super::bench::write_demo(&data, args.tenants, args.signals_per_day)?;
     if args.usage_records > 0 {
         write_usage(&data, args.tenants, args.usage_records)?;
     }
@@ -188,21 +168,7 @@ fn measure(
         for (name, backend) in current {
             let failed = |e: annals_projections::StoreError| Failure::failed(e.to_string());
             // Built from seq 0 into an empty store, in batches of 1,000 events per transaction.
-            if let Backend::Postgres { url, schema } = &backend {
-                let admin = Store::open(&Backend::Postgres {
-                    url: url.clone(),
-                    schema: None,
-                })
-                .await
-                .map_err(failed)?;
-                let mut tx = admin.begin().await.map_err(failed)?;
-                let schema = schema.as_deref().unwrap_or("annals_bench");
-                tx.execute_script(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .await
-                    .map_err(failed)?;
-                tx.commit().await.map_err(failed)?;
-                admin.close().await;
-            }
+            Store::drop_schema(&backend).await.map_err(failed)?;
             let store = Store::open(&backend).await.map_err(failed)?;
             let done = annals_projections::catch_up(
                 &store,
@@ -387,21 +353,9 @@ fn measure_lag(
     let rt = runtime()?;
     // Fresh stores: positions left by an earlier run would not match this new log.
     rt.block_on(async {
-        if let Backend::Postgres { url, .. } = &current {
-            let failed = |e: annals_projections::StoreError| Failure::failed(e.to_string());
-            let admin = Store::open(&Backend::Postgres {
-                url: url.clone(),
-                schema: None,
-            })
+        Store::drop_schema(&current)
             .await
-            .map_err(failed)?;
-            let mut tx = admin.begin().await.map_err(failed)?;
-            tx.execute_script("DROP SCHEMA IF EXISTS annals_bench_lag CASCADE")
-                .await
-                .map_err(failed)?;
-            tx.commit().await.map_err(failed)?;
-            admin.close().await;
-        }
+            .map_err(|e| Failure::failed(e.to_string()))?;
         if let Analytics::ClickHouse(ch) = &store {
             ch.drop_database().await.map_err(analytics_failure)?;
         }

@@ -77,27 +77,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
 
 fn measure(args: &Args, scratch: &std::path::Path) -> Result<Figures, Failure> {
     let data = scratch.join("data");
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::failed(format!("cannot find the annals binary: {e}")))?;
-    let demo = std::process::Command::new(exe)
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--json",
-            "demo",
-            "--tenants",
-            &args.tenants.to_string(),
-            "--signals-per-day",
-            &args.signals_per_day.to_string(),
-        ])
-        .output()
-        .map_err(|e| Failure::failed(format!("cannot run the demo: {e}")))?;
-    if !demo.status.success() {
-        return Err(Failure::failed(format!(
-            "the demo failed: {}",
-            String::from_utf8_lossy(&demo.stderr)
-        )));
-    }
+    super::bench::write_demo(&data, args.tenants, args.signals_per_day)?;
     let log = Log::open_read_only(&data)?;
     let topic = log.topic("events")?;
     let events: u64 = topic.partitions().iter().map(|p| p.head().next_seq).sum();

@@ -191,8 +191,18 @@ pub async fn catch_up(
     registry: &Registry,
     batch: usize,
 ) -> Result<CatchUp, AnalyticsError> {
-    let started = std::time::Instant::now();
     store.prepare().await?;
+    advance(store, topic, registry, batch).await
+}
+
+/// [`catch_up`] on a store already prepared (a follower prepares once, not every round).
+pub async fn advance(
+    store: &Analytics,
+    topic: &Topic,
+    registry: &Registry,
+    batch: usize,
+) -> Result<CatchUp, AnalyticsError> {
+    let started = std::time::Instant::now();
     let stored = store.positions().await?;
     let registry = std::sync::Arc::new(registry.clone());
     // Readers own their partition's state: the futures borrow nothing from the topic.
@@ -320,23 +330,8 @@ pub async fn status(store: &Analytics, topic: &Topic) -> Result<AnalyticsStatus,
     for partition in topic.partitions() {
         let head = partition.head();
         let pos = stored.get(&partition.id()).copied().unwrap_or_default();
-        let lag_events = head.next_seq.saturating_sub(pos.next_seq);
-        let lag_seconds = if lag_events == 0 {
-            0.0
-        } else {
-            let from = pos
-                .last_recorded_at
-                .or_else(|| {
-                    partition
-                        .reader(0)
-                        .next_ref()
-                        .ok()
-                        .flatten()
-                        .map(|e| e.recorded_at)
-                })
-                .unwrap_or(0);
-            (head.last_recorded_at - from).max(0) as f64 / 1e6
-        };
+        let (lag_events, lag_seconds) =
+            crate::runtime::partition_lag(partition, pos.next_seq, pos.last_recorded_at);
         partitions.push(crate::runtime::PartitionStatus {
             partition: partition.id(),
             position: pos.next_seq,
