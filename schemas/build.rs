@@ -42,15 +42,16 @@ fn main() {
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join("/");
-        let abs = file.to_str().expect("schema path is UTF-8");
-        code.push_str(&format!("    ({rel:?}, include_str!({abs:?})),\n"));
+        // Paths relative to the crate, resolved when the crate compiles: generated code that
+        // named absolute paths would break when a clone at another path shares the target dir.
+        code.push_str(&format!(
+            "    ({rel:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{rel}\"))),\n"
+        ));
     }
     code.push_str("];\n");
-    let lock = root.join("published.lock");
-    let lock = lock.to_str().expect("lock path is UTF-8");
-    code.push_str(&format!(
-        "/// The contents of `published.lock`.\npub(crate) static EMBEDDED_LOCK: &str = include_str!({lock:?});\n"
-    ));
+    code.push_str(
+        "/// The contents of `published.lock`.\npub(crate) static EMBEDDED_LOCK: &str = include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/published.lock\"));\n",
+    );
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("embedded.rs");
     fs::write(&out, code).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));

@@ -78,6 +78,61 @@ impl Default for LogSection {
 pub struct KafkaSection {
     /// `host:port[,host:port…]`
     pub brokers: String,
+    /// Prefix of the Kafka topic names (default `annals.`).
+    pub topic_prefix: Option<String>,
+    /// Replication factor of the topics annals creates (default 1; 3 on a production cluster).
+    pub replication_factor: Option<i32>,
+    /// Seconds a metadata, admin or read request may take (default 10).
+    pub timeout_seconds: Option<u64>,
+    /// More librdkafka properties for every client, e.g. `"security.protocol" = "SASL_SSL"`.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl LogSection {
+    /// Opens the log for reading only on this backend: takes no lock, changes nothing.
+    pub fn open_read_only(
+        &self,
+        data_dir: &Path,
+    ) -> Result<annals_events::Log, annals_events::LogError> {
+        match self.kafka_config() {
+            Some(k) => {
+                let log = annals_events::Log::open_kafka(
+                    data_dir,
+                    k,
+                    annals_events::LogConfig::default(),
+                    annals_events::log::Mode::ReadOnly,
+                )?;
+                if log.topics().is_empty() {
+                    return Err(annals_events::LogError::NoLog {
+                        path: log.location().into(),
+                    });
+                }
+                Ok(log)
+            }
+            None => annals_events::Log::open_read_only(data_dir),
+        }
+    }
+
+    /// The Kafka connection when `backend = "kafka"`.
+    pub fn kafka_config(&self) -> Option<annals_events::KafkaConfig> {
+        if self.backend != Backend::Kafka {
+            return None;
+        }
+        let k = self.kafka.as_ref()?;
+        let mut cfg = annals_events::KafkaConfig::new(k.brokers.clone());
+        if let Some(p) = &k.topic_prefix {
+            cfg.topic_prefix = p.clone();
+        }
+        if let Some(r) = k.replication_factor {
+            cfg.replication_factor = r;
+        }
+        if let Some(t) = k.timeout_seconds {
+            cfg.timeout = std::time::Duration::from_secs(t);
+        }
+        cfg.properties = k.properties.clone();
+        Some(cfg)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -85,6 +140,9 @@ pub struct KafkaSection {
 pub struct ReadModels {
     /// `postgres://…`; absent: embedded SQLite.
     pub postgres: Option<String>,
+    /// The PostgreSQL schema of the current-state tables (created if missing; default: the
+    /// role's `search_path`, normally `public`).
+    pub postgres_schema: Option<String>,
     /// `http://…`; absent: embedded Parquet + DataFusion.
     pub clickhouse: Option<String>,
     /// The ClickHouse database of the analytics tables (created if missing).
@@ -227,13 +285,45 @@ impl Config {
                 self.log.segment_bytes
             ));
         }
+        if let Some(schema) = &self.read_models.postgres_schema
+            && (schema.is_empty()
+                || schema.len() > 63
+                || !schema
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(format!(
+                "[read_models] postgres_schema = {schema:?}: use 1-63 characters among a-z A-Z 0-9 _"
+            ));
+        }
         if self.log.backend == Backend::Kafka {
-            if self.log.kafka.is_none() {
+            let Some(k) = &self.log.kafka else {
                 return Err(
                     "[log] backend = \"kafka\" needs [log.kafka] brokers = \"host:port\"".into(),
                 );
+            };
+            if k.brokers.trim().is_empty() || k.brokers.split(',').any(|b| !b.trim().contains(':'))
+            {
+                return Err(format!(
+                    "[log.kafka] brokers = {:?} is not a list of host:port: use e.g. \"127.0.0.1:9092\"",
+                    k.brokers
+                ));
             }
-            return Err("[log] backend = \"kafka\" is not available in this build yet: use backend = \"embedded\" (the default)".into());
+            if let Some(p) = &k.topic_prefix
+                && !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(format!(
+                    "[log.kafka] topic_prefix = {p:?} may hold only a-z A-Z 0-9 . _ -"
+                ));
+            }
+            if k.replication_factor.is_some_and(|r| !(1..=16).contains(&r)) {
+                return Err("[log.kafka] replication_factor must be 1 to 16".into());
+            }
+            if k.timeout_seconds == Some(0) {
+                return Err("[log.kafka] timeout_seconds must be at least 1".into());
+            }
         }
         if !(1024..=1 << 30).contains(&self.server.max_body_bytes) {
             return Err(format!(

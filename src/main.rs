@@ -138,6 +138,33 @@ pub struct Context {
     pub json: bool,
 }
 
+impl Context {
+    /// Opens the log for writing on the configured backend (`[log] backend`).
+    pub fn open_log(
+        &self,
+        cfg: annals_events::LogConfig,
+    ) -> Result<annals_events::Log, annals_events::LogError> {
+        let cfg = annals_events::LogConfig {
+            segment_bytes: self.config.log.segment_bytes,
+            ..cfg
+        };
+        match self.config.log.kafka_config() {
+            Some(k) => annals_events::Log::open_kafka(
+                &self.data_dir,
+                k,
+                cfg,
+                annals_events::log::Mode::ReadWrite,
+            ),
+            None => annals_events::Log::open(&self.data_dir, cfg),
+        }
+    }
+
+    /// Opens the log for reading only on the configured backend: takes no lock, changes nothing.
+    pub fn open_log_read_only(&self) -> Result<annals_events::Log, annals_events::LogError> {
+        self.config.log.open_read_only(&self.data_dir)
+    }
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools, stop quietly when the reader of our output goes away
     // (`annals log tail | head`), instead of failing on the broken pipe.
@@ -156,7 +183,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // librdkafka reports every failed connection attempt while it retries; the
+                // command reports the outcome (ANNALS_LOG=rdkafka=debug shows them).
+                .unwrap_or_else(|_| "warn,librdkafka=off,rdkafka=off".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -1,8 +1,6 @@
 //! The checkpoint checks of `annals verify`: every checkpoint event's signature, and its root
 //! against the root recomputed from the partition's events.
 
-use std::path::Path;
-
 use annals_events::{Log, Partition};
 use annals_proof::{Frontier, PublicKey, leaf_hash};
 use annals_schemas::Registry;
@@ -50,14 +48,13 @@ pub struct CheckpointReport {
     pub unreadable: Vec<String>,
 }
 
-/// Checks every checkpoint of every topic under `data_dir`, reading files only (no lock).
+/// Checks every checkpoint of every topic of `log` (best opened read-only).
 /// `key`: the public key to check signatures with; `None` checks roots only.
 pub fn verify_checkpoints(
-    data_dir: &Path,
+    log: &Log,
     key: Option<&PublicKey>,
     registry: &Registry,
 ) -> Result<CheckpointReport, AuditError> {
-    let log = Log::open_read_only(data_dir)?;
     let mut report = CheckpointReport {
         signatures_checked: key.is_some(),
         public_key: key.map(PublicKey::to_hex),

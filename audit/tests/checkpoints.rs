@@ -235,7 +235,12 @@ fn verify_catches_a_checkpoint_with_a_wrong_root_or_signature() {
             .unwrap();
     }
     let public = f.key.public_key();
-    let report = verify_checkpoints(f.dir.path(), Some(&public), &f.registry).unwrap();
+    let report = verify_checkpoints(
+        &Log::open_read_only(f.dir.path()).unwrap(),
+        Some(&public),
+        &f.registry,
+    )
+    .unwrap();
     assert_eq!(report.checkpoints, 2);
     assert!(report.faults.is_empty(), "{:?}", report.faults);
     assert!(report.signatures_checked);
@@ -265,7 +270,12 @@ fn verify_catches_a_checkpoint_with_a_wrong_root_or_signature() {
             2,
         );
     }
-    let report = verify_checkpoints(f.dir.path(), Some(&public), &f.registry).unwrap();
+    let report = verify_checkpoints(
+        &Log::open_read_only(f.dir.path()).unwrap(),
+        Some(&public),
+        &f.registry,
+    )
+    .unwrap();
     assert_eq!(report.checkpoints, 4);
     let faults: Vec<(u32, u64, &str)> = report
         .faults
@@ -284,7 +294,12 @@ fn verify_catches_a_checkpoint_with_a_wrong_root_or_signature() {
             .contains("topic events partition 0 seq 7")
     );
     // Without a key, roots are still checked.
-    let report = verify_checkpoints(f.dir.path(), None, &f.registry).unwrap();
+    let report = verify_checkpoints(
+        &Log::open_read_only(f.dir.path()).unwrap(),
+        None,
+        &f.registry,
+    )
+    .unwrap();
     assert_eq!(report.faults.len(), 1);
     assert!(!report.signatures_checked);
 }

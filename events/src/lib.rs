@@ -19,4 +19,4 @@ pub mod verify;
 
 pub use chain::Hash;
 pub use envelope::{Envelope, EnvelopeRef, InvalidEvent, NewEvent};
-pub use log::{Appended, Log, LogConfig, LogError, Partition, Reader, Topic};
+pub use log::{Appended, KafkaConfig, Log, LogConfig, LogError, Partition, Reader, Topic};

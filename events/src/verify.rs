@@ -1,4 +1,5 @@
-//! `annals verify`: checks every partition of an embedded log from its files alone.
+//! `annals verify`: checks every partition of an embedded log from its files alone (for a
+//! log on Kafka see [`crate::log::kafka::verify`]).
 //!
 //! For each record: frame length and CRC32C, envelope decoding, partition, seq contiguity, the
 //! `prev_hash` link and the recomputed chain hash; for each segment: header, base seq and index
@@ -62,6 +63,15 @@ pub struct PartitionReport {
     /// A writer was appending while verify ran; its unfinished last write was not checked.
     pub writer_active: bool,
     pub fault: Option<Fault>,
+    /// Kafka: records the chain does not include (the first 100), and how many there are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub off_chain: Vec<crate::log::kafka::verify::OffChain>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub off_chain_count: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -173,6 +183,8 @@ pub fn verify_partition(
         head_hash: hex::encode(chain::GENESIS),
         writer_active,
         fault: None,
+        off_chain: Vec::new(),
+        off_chain_count: 0,
     };
     let bases = match segment::list_segments(dir) {
         Ok(b) => b,

@@ -425,7 +425,15 @@ pub fn read_batch(
     from: u64,
     max: usize,
 ) -> Result<Vec<Envelope>, ProjectionError> {
-    let mut reader = partition.reader(from);
+    next_batch(&mut partition.reader(from), max)
+}
+
+/// Up to `max` events from where `reader` stands (fewer when it catches up). One reader kept
+/// across batches reads a partition in one pass (a new Kafka reader has to find its start).
+pub fn next_batch(
+    reader: &mut annals_events::Reader,
+    max: usize,
+) -> Result<Vec<Envelope>, ProjectionError> {
     let mut out = Vec::with_capacity(max.min(4096));
     while out.len() < max {
         match reader.next()? {
@@ -482,8 +490,9 @@ pub async fn catch_up_to<P: Projection>(
         let p = partition.id();
         let Some(&end) = ends.get(&p) else { continue };
         let mut from = stored.get(&p).map_or(0, |(s, _)| *s);
+        let mut reader = partition.reader(from);
         while from < end {
-            let mut events = read_batch(partition, from, batch.max(1))?;
+            let mut events = next_batch(&mut reader, batch.max(1))?;
             events.retain(|e| e.seq < end);
             if events.is_empty() {
                 break;
@@ -526,8 +535,9 @@ pub async fn rebuild<P: Projection>(
         let p = partition.id();
         let head = partition.head().next_seq;
         let mut from = 0;
+        let mut reader = partition.reader(0);
         while from < head {
-            let events = read_batch(partition, from, batch.max(1))?;
+            let events = next_batch(&mut reader, batch.max(1))?;
             if events.is_empty() {
                 break;
             }

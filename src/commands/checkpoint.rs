@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use annals_audit::{AuditError, CheckpointKey, Checkpointer, default_key_path};
-use annals_events::{Log, LogConfig, LogError};
+use annals_events::{LogConfig, LogError};
 use annals_schemas::Registry;
 
 use crate::{Context, Failure};
@@ -50,7 +50,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     }
     let registry = Registry::builtin()?;
     // Opened for writing: checkpoints are appended. Fails clearly if another process writes.
-    let log = Log::open(&ctx.data_dir, LogConfig::default())?;
+    let log = ctx.open_log(LogConfig::default())?;
     let topic = log.topic(&args.topic)?;
     let partitions: Vec<u32> = match args.partition {
         Some(p) => vec![topic.partition(p)?.id()],

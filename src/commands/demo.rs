@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use annals_domain::golden::{self, Spec};
 use annals_domain::ingest::{IngestCommand, SignalInput};
-use annals_events::{Log, LogConfig};
+use annals_events::LogConfig;
 use annals_processors::{Command, CommandMeta, Engine, Outcome, Written};
 use annals_schemas::Registry;
 
@@ -97,13 +97,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         seed: args.seed,
     };
     let registry = Arc::new(super::registry(ctx)?);
-    let log = Log::open(
-        &ctx.data_dir,
-        LogConfig {
-            segment_bytes: ctx.config.log.segment_bytes,
-            ..LogConfig::default()
-        },
-    )?;
+    let log = ctx.open_log(LogConfig {
+        segment_bytes: ctx.config.log.segment_bytes,
+        ..LogConfig::default()
+    })?;
     let topic = log.create_topic("events", ctx.config.log.partitions)?;
     let before: u64 = topic.partitions().iter().map(|p| p.head().next_seq).sum();
     let engine = Engine::start(topic.clone(), registry.clone())
@@ -266,7 +263,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     let mut summary = summary.into_inner().expect("summary lock");
     // 5. Build the read models (current state and analytics) from the log, so applications and
     // analysts can query them right away.
-    let log = Log::open_read_only(&ctx.data_dir)?;
+    let log = ctx.open_log_read_only()?;
     let topic = log.topic("events")?;
     let rt = super::projections::runtime()?;
     let done = rt.block_on(super::projections::run_all(ctx, &topic, &registry, None))?;

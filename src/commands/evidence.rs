@@ -9,7 +9,7 @@ use annals_audit::{
     CheckpointKey, EvidenceRequest, collect_evidence, data_dir_public_key, default_key_path,
     make_checkpoint,
 };
-use annals_events::{Log, LogConfig, LogError};
+use annals_events::{LogConfig, LogError};
 use annals_proof::bundle::format_micros;
 use annals_schemas::Registry;
 
@@ -103,7 +103,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
                 key.public_key().to_hex()
             );
         }
-        let log = Log::open(&ctx.data_dir, LogConfig::default())?;
+        let log = ctx.open_log(LogConfig::default())?;
         let partition = log.topic(&args.topic)?.partition_for(&args.tenant).id();
         if let Some(m) =
             make_checkpoint(&log, &args.topic, partition, &key, &registry).map_err(audit_failure)?
@@ -116,7 +116,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         collect_evidence(&log, &registry, &key.public_key(), &req, now)
     } else {
         let key = public_key(ctx, args.key.as_deref())?;
-        let log = Log::open_read_only(&ctx.data_dir)?;
+        let log = ctx.open_log_read_only()?;
         collect_evidence(&log, &registry, &key, &req, now)
     }
     .map_err(audit_failure)?;

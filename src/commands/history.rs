@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use annals_events::Log;
 use annals_events::time::format_micros;
 
 use crate::{Context, Failure};
@@ -24,7 +23,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
                 args.stream
             ))
         })?;
-    let log = Log::open_read_only(&ctx.data_dir)?;
+    let log = ctx.open_log_read_only()?;
     let registry = super::registry(ctx)?;
     let topic = log.topic(&args.topic)?;
     let partition = topic.partition_for(tenant);

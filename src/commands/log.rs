@@ -39,7 +39,7 @@ struct PartitionStat {
 }
 
 pub fn run(ctx: &Context, cmd: LogCommand) -> Result<ExitCode, Failure> {
-    let log = Log::open_read_only(&ctx.data_dir)?;
+    let log = ctx.open_log_read_only()?;
     match cmd {
         LogCommand::Stat => stat(ctx, &log),
         LogCommand::Tail(args) => tail(ctx, &log, args),

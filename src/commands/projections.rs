@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use annals_events::{Log, Topic};
+use annals_events::Topic;
 use annals_projections::analytics::{self, Analytics, AnalyticsError, AnalyticsStatus};
 use annals_projections::follow::Follower;
 use annals_projections::{
@@ -74,7 +74,7 @@ pub fn current_state_backend(ctx: &Context) -> Backend {
     match &ctx.config.read_models.postgres {
         Some(url) => Backend::Postgres {
             url: url.clone(),
-            schema: None,
+            schema: ctx.config.read_models.postgres_schema.clone(),
         },
         None => Backend::embedded(&ctx.data_dir),
     }
@@ -140,7 +140,7 @@ pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> 
             annals_projections::PROJECTIONS.join(", ")
         )));
     }
-    let log = Log::open_read_only(&ctx.data_dir)?;
+    let log = ctx.open_log_read_only()?;
     let topic = log.topic(topic_name)?;
     let registry = super::registry(ctx)?;
     if let ProjectionsCommand::Run(r) = &cmd
@@ -206,9 +206,11 @@ fn follow(ctx: &Context, topic_name: &str, registry: Registry) -> Result<ExitCod
     );
     let states = follower.states();
     let data_dir = ctx.data_dir.clone();
+    let log_config = ctx.config.log.clone();
     let topic_name = topic_name.to_owned();
     let topic = move || {
-        Log::open_read_only(&data_dir)
+        log_config
+            .open_read_only(&data_dir)
             .and_then(|log| log.topic(&topic_name))
             .map_err(|e| e.to_string())
     };

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use annals_audit::prove::{CheckpointRef, prove_consistency, prove_inclusion};
-use annals_events::Log;
+
 use annals_schemas::Registry;
 
 use super::checkpoint::audit_failure;
@@ -31,7 +31,7 @@ pub struct ProveArgs {
 
 pub fn prove(ctx: &Context, args: ProveArgs) -> Result<ExitCode, Failure> {
     let registry = Registry::builtin()?;
-    let log = Log::open_read_only(&ctx.data_dir)?;
+    let log = ctx.open_log_read_only()?;
     let doc = match (&args.event_id, &args.consistency) {
         (Some(id), _) => {
             let id = uuid::Uuid::parse_str(id)

@@ -39,7 +39,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
-    let log = Log::open_read_only(&ctx.data_dir)?;
+    let log = ctx.open_log_read_only()?;
     let registry = super::registry(ctx)?;
     let tenant = args.tenant.clone().or_else(|| {
         args.aggregate

@@ -28,13 +28,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     let server = &ctx.config.server;
     let listen = args.listen.unwrap_or_else(|| server.listen.clone());
     let registry = Arc::new(super::registry(ctx)?);
-    let log = Arc::new(Log::open(
-        &ctx.data_dir,
-        LogConfig {
-            segment_bytes: ctx.config.log.segment_bytes,
-            ..LogConfig::default()
-        },
-    )?);
+    let log = Arc::new(ctx.open_log(LogConfig {
+        segment_bytes: ctx.config.log.segment_bytes,
+        ..LogConfig::default()
+    })?);
     let topic = log.create_topic(annals_api::EVENTS_TOPIC, ctx.config.log.partitions)?;
     let partitions = topic.partitions().len();
     let follower = if ctx.config.read_models.follow.unwrap_or(true) {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use annals_audit::SubjectKeys;
 use annals_domain::tenancy::{ContactCommand, contact_stream};
-use annals_events::{Log, LogConfig};
+use annals_events::LogConfig;
 use annals_processors::{Command, CommandMeta, Engine};
 use annals_projections::{CurrentState, Store};
 
@@ -66,7 +66,7 @@ pub fn run(ctx: &Context, cmd: SubjectCommand) -> Result<ExitCode, Failure> {
 fn erase(ctx: &Context, args: EraseArgs) -> Result<ExitCode, Failure> {
     let Who { tenant, subject } = args.who;
     let registry = Arc::new(super::registry(ctx)?);
-    let log = Log::open(&ctx.data_dir, LogConfig::default()).map_err(|e| match e {
+    let log = ctx.open_log(LogConfig::default()).map_err(|e| match e {
         annals_events::LogError::Locked { .. } => Failure::usage(format!(
             "{e}; while annals serve runs, erase through it: POST /v1/tenants/{tenant}/subjects/{subject}/erase"
         )),
@@ -102,7 +102,7 @@ fn erase(ctx: &Context, args: EraseArgs) -> Result<ExitCode, Failure> {
     // The erasure is durable in the log: now the key goes, then the read models follow.
     let keys = SubjectKeys::open(&ctx.data_dir);
     let had_key = keys.erase(&tenant, &subject).map_err(Failure::failed)?;
-    let log = Log::open_read_only(&ctx.data_dir)?;
+    let log = ctx.open_log_read_only()?;
     let topic = log.topic("events")?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -144,7 +144,7 @@ fn erase(ctx: &Context, args: EraseArgs) -> Result<ExitCode, Failure> {
 fn export(ctx: &Context, args: ExportArgs) -> Result<ExitCode, Failure> {
     let Who { tenant, subject } = args.who;
     let registry = super::registry(ctx)?;
-    let log = Log::open_read_only(&ctx.data_dir)?;
+    let log = ctx.open_log_read_only()?;
     let topic = log.topic("events")?;
     let stream = contact_stream(&tenant, &subject);
     let events =

@@ -20,7 +20,11 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
-    let report = annals_events::verify::verify(&ctx.data_dir, args.threads)?;
+    let report = if ctx.config.log.kafka_config().is_some() {
+        annals_events::log::kafka::verify::verify(&ctx.open_log_read_only()?)?
+    } else {
+        annals_events::verify::verify(&ctx.data_dir, args.threads)?
+    };
     let checkpoints = check_checkpoints(ctx, &args, report.ok)?;
     let ok = report.ok && checkpoints.faults.is_empty();
     if ctx.json {
@@ -34,6 +38,17 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         }
         for f in &checkpoints.faults {
             println!("FAULT {f}");
+        }
+        for p in report.partitions.iter().filter(|p| p.off_chain_count > 0) {
+            let forks = p.off_chain.iter().filter(|r| r.kind == "fork").count();
+            println!(
+                "NOTE {}/{}: {} record(s) off the chain, skipped by every reader ({} fork record(s) from a second writer among the first {}; `--json` lists offsets)",
+                p.topic,
+                p.partition,
+                p.off_chain_count,
+                forks,
+                p.off_chain.len()
+            );
         }
         println!(
             "{} {} topic(s), {} partition(s), {} events, {:.1} MB in {:.3} s ({:.0} MB/s, {} thread(s)); {} checkpoint(s){}",
@@ -83,7 +98,11 @@ fn check_checkpoints(
         None => data_dir_public_key(&ctx.data_dir).map_err(super::checkpoint::audit_failure)?,
     };
     let registry = Registry::builtin()?;
-    match verify_checkpoints(&ctx.data_dir, key.as_ref(), &registry) {
+    let checked = ctx
+        .open_log_read_only()
+        .map_err(annals_audit::AuditError::from)
+        .and_then(|log| verify_checkpoints(&log, key.as_ref(), &registry));
+    match checked {
         Ok(r) if chain_ok && !r.unreadable.is_empty() => Err(Failure::failed(format!(
             "cannot check the checkpoints of {}",
             r.unreadable.join("; ")

@@ -163,7 +163,31 @@ fn bad_input_gets_one_line_and_exit_2() {
     assert_one_line_error(
         &annals(d, &["--config", "kafka.toml", "schema", "list"]),
         2,
-        "kafka",
+        "[log.kafka] brokers",
+    );
+    std::fs::write(
+        d.join("kafka.toml"),
+        "[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"localhost\"\n",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &annals(d, &["--config", "kafka.toml", "schema", "list"]),
+        2,
+        "host:port",
+    );
+    // Nothing listens on port 1: the error says where it looked and what to start.
+    std::fs::write(
+        d.join("kafka.toml"),
+        "[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"127.0.0.1:1\"\ntimeout_seconds = 2\n",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &annals(
+            d,
+            &["--config", "kafka.toml", "--data-dir", "k", "log", "stat"],
+        ),
+        1,
+        "scripts/services up kafka",
     );
     assert_one_line_error(
         &annals(d, &["--config", "absent.toml", "schema", "list"]),

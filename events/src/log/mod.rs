@@ -1,7 +1,9 @@
-//! The embedded segmented log: topics, partitions, one writer thread per partition with group
-//! commit, readers that follow appends, durable named consumer positions.
+//! The log: topics, partitions, one writer thread per partition with group commit, readers that
+//! follow appends, durable named consumer positions. Two backends behind one API: the
+//! embedded segmented log ([`embedded`], the default) and Kafka ([`kafka`]); everything above
+//! this module works on either.
 //!
-//! Layout under the data dir: `log/<topic>/topic.json`, `log/<topic>/<partition>/` with segment
+//! Embedded layout under the data dir: `log/<topic>/topic.json`, `log/<topic>/<partition>/` with segment
 //! files and indexes (see [`segment`]) and a `LOCK` file held by the one process that writes,
 //! and `log/<topic>/positions/<name>.json` for consumer positions.
 //!
@@ -10,16 +12,21 @@
 //! a group commit that was never acknowledged) is cut off and kept aside in a `.torn` file, while
 //! damage anywhere else refuses to open and points at `annals verify`.
 
+mod append;
+pub mod embedded;
+pub mod kafka;
 mod partition;
 mod positions;
 mod reader;
-pub mod segment;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use partition::{Appended, Head, Partition, PendingAppend, SegmentInfo};
+pub use append::PendingAppend;
+pub use embedded::segment;
+pub use kafka::KafkaConfig;
+pub use partition::{Appended, Head, Partition, SegmentInfo};
 pub use reader::Reader;
 
 use crate::envelope::InvalidEvent;
@@ -95,6 +102,79 @@ pub enum LogError {
     ReadOnly,
     #[error("the partition writer has shut down")]
     Closed,
+    #[error(
+        "{context} (Kafka at {brokers}): {detail}; check that the broker runs (`scripts/services up kafka`) and [log.kafka] brokers"
+    )]
+    Kafka {
+        brokers: String,
+        context: String,
+        detail: String,
+    },
+    #[error(
+        "topic {topic} partition {partition}: another writer appended seq {seq} first (two writers for one partition); this batch was not acknowledged, decide it again against the new state"
+    )]
+    Superseded {
+        topic: String,
+        partition: u32,
+        seq: u64,
+    },
+}
+
+impl LogError {
+    pub(crate) fn kafka(
+        brokers: &str,
+        context: impl Into<String>,
+        e: rdkafka::error::KafkaError,
+    ) -> LogError {
+        Self::kafka_detail(brokers, context, e.to_string())
+    }
+
+    pub(crate) fn kafka_detail(
+        brokers: &str,
+        context: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> LogError {
+        LogError::Kafka {
+            brokers: brokers.to_owned(),
+            context: context.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The same error again, for each caller of a failed group (I/O errors keep their kind
+    /// and text).
+    pub(crate) fn duplicate(&self) -> LogError {
+        match self {
+            LogError::Io { context, source } => LogError::Io {
+                context: context.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            LogError::Kafka {
+                brokers,
+                context,
+                detail,
+            } => LogError::Kafka {
+                brokers: brokers.clone(),
+                context: context.clone(),
+                detail: detail.clone(),
+            },
+            LogError::Corrupt {
+                topic,
+                partition,
+                seq,
+                detail,
+            } => LogError::Corrupt {
+                topic: topic.clone(),
+                partition: *partition,
+                seq: *seq,
+                detail: detail.clone(),
+            },
+            other => LogError::Io {
+                context: other.to_string(),
+                source: std::io::Error::other("the append was not acknowledged"),
+            },
+        }
+    }
 }
 
 impl LogError {
@@ -167,12 +247,20 @@ impl Topic {
     }
 }
 
-/// The embedded log under a data dir.
+/// The log: the embedded one under a data dir, or one on a Kafka cluster.
 pub struct Log {
+    /// Embedded: `<data>/log`, holding the topics. Kafka: `<data>/kafka`, holding only the
+    /// named consumer positions.
     dir: PathBuf,
     cfg: LogConfig,
     mode: Mode,
+    backend: Backend,
     topics: Mutex<BTreeMap<String, Arc<Topic>>>,
+}
+
+enum Backend {
+    Embedded,
+    Kafka(Arc<kafka::Client>),
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -200,11 +288,51 @@ impl Log {
         Self::open_existing(dir, LogConfig::default(), Mode::ReadOnly)
     }
 
+    /// Opens the log kept on a Kafka cluster: every annals topic there (those with the
+    /// prefix), each partition's chain found (see [`kafka`]). `data_dir` keeps the named
+    /// consumer positions. Fails with what to check when the cluster does not answer.
+    pub fn open_kafka(
+        data_dir: &Path,
+        kafka: KafkaConfig,
+        cfg: LogConfig,
+        mode: Mode,
+    ) -> Result<Log, LogError> {
+        let client = kafka::Client::connect(kafka, mode == Mode::ReadWrite)?;
+        let log = Log {
+            dir: data_dir.join("kafka"),
+            cfg,
+            mode,
+            backend: Backend::Kafka(client.clone()),
+            topics: Mutex::new(BTreeMap::new()),
+        };
+        for (name, partitions) in client.topics()? {
+            log.open_topic(&name, partitions)?;
+        }
+        Ok(log)
+    }
+
+    /// `embedded` or `kafka`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Embedded => "embedded",
+            Backend::Kafka(_) => "kafka",
+        }
+    }
+
+    /// Where the log lives: its folder, or the Kafka brokers.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Embedded => self.dir.display().to_string(),
+            Backend::Kafka(c) => format!("kafka://{}", c.cfg.brokers),
+        }
+    }
+
     fn open_existing(dir: PathBuf, cfg: LogConfig, mode: Mode) -> Result<Log, LogError> {
         let log = Log {
             dir,
             cfg,
             mode,
+            backend: Backend::Embedded,
             topics: Mutex::new(BTreeMap::new()),
         };
         for entry in std::fs::read_dir(&log.dir)
@@ -213,7 +341,7 @@ impl Log {
             let entry = entry.map_err(LogError::io("cannot list the log folder"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if entry.path().join("topic.json").is_file() {
-                log.open_topic(&name)?;
+                log.open_embedded_topic(&name)?;
             }
         }
         Ok(log)
@@ -267,6 +395,18 @@ impl Log {
                 want: partitions,
             });
         }
+        if let Backend::Kafka(client) = &self.backend {
+            client.create_topic(name, partitions)?;
+            let have = client.topics()?.get(name).copied().unwrap_or(partitions);
+            if have != partitions {
+                return Err(LogError::PartitionCount {
+                    topic: name.to_owned(),
+                    have,
+                    want: partitions,
+                });
+            }
+            return self.open_topic(name, partitions);
+        }
         let tdir = self.dir.join(name);
         std::fs::create_dir_all(&tdir)
             .map_err(LogError::io(format!("cannot create {}", tdir.display())))?;
@@ -276,12 +416,39 @@ impl Log {
                 .map_err(LogError::io(format!("cannot create {}", pdir.display())))?;
         }
         let meta = serde_json::to_vec_pretty(&TopicMeta { partitions }).expect("serialisable");
-        partition::write_atomically(&tdir.join("topic.json"), &meta)?;
-        partition::sync_dir(&self.dir)?;
-        self.open_topic(name)
+        embedded::partition::write_atomically(&tdir.join("topic.json"), &meta)?;
+        embedded::partition::sync_dir(&self.dir)?;
+        self.open_embedded_topic(name)
     }
 
-    fn open_topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
+    /// Opens a topic of the Kafka backend.
+    fn open_topic(&self, name: &str, count: u32) -> Result<Arc<Topic>, LogError> {
+        let Backend::Kafka(client) = &self.backend else {
+            return self.open_embedded_topic(name);
+        };
+        let mut partitions = Vec::with_capacity(count as usize);
+        for p in 0..count {
+            partitions.push(kafka::partition::open(
+                client, name, p, &self.cfg, self.mode,
+            )?);
+        }
+        Ok(self.add_topic(name, partitions))
+    }
+
+    fn add_topic(&self, name: &str, partitions: Vec<Partition>) -> Arc<Topic> {
+        let topic = Arc::new(Topic {
+            name: name.to_owned(),
+            dir: self.dir.join(name),
+            partitions,
+        });
+        self.topics
+            .lock()
+            .expect("topics lock")
+            .insert(name.to_owned(), topic.clone());
+        topic
+    }
+
+    fn open_embedded_topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
         let tdir = self.dir.join(name);
         let meta_path = tdir.join("topic.json");
         let bytes = std::fs::read(&meta_path)
@@ -294,7 +461,7 @@ impl Log {
         })?;
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            partitions.push(Partition::open(
+            partitions.push(embedded::partition::open(
                 name,
                 p,
                 &tdir.join(p.to_string()),
@@ -302,16 +469,7 @@ impl Log {
                 self.mode,
             )?);
         }
-        let topic = Arc::new(Topic {
-            name: name.to_owned(),
-            dir: tdir,
-            partitions,
-        });
-        self.topics
-            .lock()
-            .expect("topics lock")
-            .insert(name.to_owned(), topic.clone());
-        Ok(topic)
+        Ok(self.add_topic(name, partitions))
     }
 }
 

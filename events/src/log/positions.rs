@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::partition::{sync_dir, write_atomically};
+use super::embedded::partition::{sync_dir, write_atomically};
 use super::{LogError, check_name};
 
 pub fn load(topic_dir: &Path, name: &str) -> Result<BTreeMap<u32, u64>, LogError> {
