@@ -259,7 +259,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     drop(topic);
     drop(log);
 
-    let report = annals_events::verify::verify(&ctx.data_dir, 0)?;
+    let report = super::verify::chain_report(ctx, 0)?;
     let mut summary = summary.into_inner().expect("summary lock");
     // 5. Build the read models (current state and analytics) from the log, so applications and
     // analysts can query them right away.

@@ -20,11 +20,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
-    let report = if ctx.config.log.kafka_config().is_some() {
-        annals_events::log::kafka::verify::verify(&ctx.open_log_read_only()?)?
-    } else {
-        annals_events::verify::verify(&ctx.data_dir, args.threads)?
-    };
+    let report = chain_report(ctx, args.threads)?;
     let checkpoints = check_checkpoints(ctx, &args, report.ok)?;
     let ok = report.ok && checkpoints.faults.is_empty();
     if ctx.json {
@@ -77,6 +73,19 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     } else {
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Every partition's chain, checked on the configured backend: the embedded log from its files
+/// (with up to `threads` threads, 0: one per core), a Kafka log from the broker's records.
+pub fn chain_report(
+    ctx: &Context,
+    threads: usize,
+) -> Result<annals_events::verify::VerifyReport, Failure> {
+    Ok(if ctx.config.log.kafka_config().is_some() {
+        annals_events::log::kafka::verify::verify(&ctx.open_log_read_only()?)?
+    } else {
+        annals_events::verify::verify(&ctx.data_dir, threads)?
+    })
 }
 
 /// Every checkpoint's signature and root (annals-audit). When the chain check already found a

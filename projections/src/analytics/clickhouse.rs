@@ -377,12 +377,18 @@ impl ClickHouseStore {
     pub async fn query(&self, sql: &str, format: Format) -> Result<String, AnalyticsError> {
         let fmt = match format {
             Format::Table => "PrettyCompactMonoBlock",
-            Format::Csv => "CSVWithNames",
+            // Rendered here, as DataFusion's CSV is: quoted only where needed, NULL empty.
+            Format::Csv => "JSONCompact",
             Format::Json => "JSON",
         };
         let bytes = self
             .client
             .query_raw(sql)
+            // CSV: decimals as their exact text ("19.280"), not a float.
+            .with_setting(
+                "output_format_json_quote_decimals",
+                if format == Format::Csv { "1" } else { "0" },
+            )
             .with_setting("final", "1")
             .with_setting("readonly", "2")
             .with_setting("output_format_pretty_color", "0")
@@ -403,8 +409,43 @@ impl ClickHouseStore {
             })?;
             return Ok(v.get("data").cloned().unwrap_or_default().to_string());
         }
+        if format == Format::Csv {
+            return compact_to_csv(&text);
+        }
         Ok(text)
     }
+}
+
+/// ClickHouse's `JSONCompact` output as CSV the way the embedded engine writes it: a header
+/// row, fields quoted only when they hold a comma, quote or line break, NULL as empty.
+fn compact_to_csv(text: &str) -> Result<String, AnalyticsError> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| AnalyticsError::Store(format!("unreadable JSON from ClickHouse: {e}")))?;
+    let field = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    };
+    let cell = |c: &serde_json::Value| match c {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => field(s),
+        other => field(&other.to_string()),
+    };
+    let mut out = String::new();
+    let names: Vec<String> = v["meta"]
+        .as_array()
+        .map(|m| m.iter().map(|c| field(c["name"].as_str().unwrap_or(""))).collect())
+        .unwrap_or_default();
+    out.push_str(&names.join(","));
+    out.push('\n');
+    for row in v["data"].as_array().into_iter().flatten() {
+        let cells: Vec<String> = row.as_array().into_iter().flatten().map(cell).collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {
