@@ -31,7 +31,7 @@ pub struct Head {
     pub last_hash: Hash,
     /// `recorded_at` of the last event (0 if none).
     pub last_recorded_at: i64,
-    /// Bytes stored (embedded: segment files; Kafka: record values).
+    /// Bytes in segment files (embedded log; 0 on Kafka, whose own tools report sizes).
     pub bytes: u64,
 }
 

@@ -521,3 +521,18 @@ fn encode(out: &mut Vec<u8>, ty: ColumnType, cell: &Cell) -> Result<(), String> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod csv_tests {
+    use super::compact_to_csv;
+
+    #[test]
+    fn csv_quotes_only_where_needed_and_leaves_null_empty() {
+        let text = r#"{"meta":[{"name":"tenant","type":"String"},{"name":"amount","type":"Decimal(18, 3)"},{"name":"n","type":"UInt64"},{"name":"note","type":"Nullable(String)"}],
+            "data":[["t-1","19.280",3,null],["a,b","0.500",18446744073709551615,"say \"hi\"\nbye"]],"rows":2}"#;
+        assert_eq!(
+            compact_to_csv(text).unwrap(),
+            "tenant,amount,n,note\nt-1,19.280,3,\n\"a,b\",0.500,18446744073709551615,\"say \"\"hi\"\"\nbye\"\n"
+        );
+    }
+}

@@ -21,8 +21,6 @@ pub(crate) struct Tip {
     pub last_offset: i64,
     /// Every record below this offset has been judged.
     pub end: i64,
-    /// Bytes of the chain's events this process has seen.
-    pub bytes: u64,
 }
 
 pub(crate) struct Shared {
@@ -57,7 +55,6 @@ pub(crate) fn open(
             last_recorded_at: 0,
             last_offset: -1,
             end: 0,
-            bytes: 0,
         }),
         seen: AtomicU64::new(0),
         writing: mode == Mode::ReadWrite,
@@ -113,7 +110,8 @@ impl Shared {
             next_seq: tip.chain.next_seq,
             last_hash: tip.chain.last_hash,
             last_recorded_at: tip.last_recorded_at,
-            bytes: tip.bytes,
+            // Not known without reading every record; Kafka's own tools report sizes.
+            bytes: 0,
         }
     }
 
@@ -156,7 +154,6 @@ impl Shared {
                     last_recorded_at: at,
                     last_offset: high - 1,
                     end: high,
-                    bytes: 0,
                 };
                 self.set_tip(tip);
                 return Ok(tip);
@@ -171,7 +168,6 @@ impl Shared {
                 if verdict == Verdict::Next {
                     tip.last_offset = offset;
                     tip.last_recorded_at = f.recorded_at;
-                    tip.bytes += v.len() as u64;
                     if let Some(a) = accepted.as_deref_mut() {
                         a.push(offset);
                     }

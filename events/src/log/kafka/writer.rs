@@ -49,7 +49,6 @@ struct Writer {
 struct Sent {
     request: usize,
     ack: Appended,
-    bytes: usize,
     delivery: Option<DeliveryFuture>,
 }
 
@@ -108,7 +107,6 @@ impl Writer {
                 last_recorded_at: last.ack.recorded_at,
                 last_offset: tip.last_offset + sent.len() as i64,
                 end: tip.last_offset + 1 + sent.len() as i64,
-                bytes: tip.bytes + sent.iter().map(|s| s.bytes as u64).sum::<u64>(),
             });
             return split(reqs.len(), sent);
         }
@@ -187,7 +185,6 @@ impl Writer {
                         hash,
                         recorded_at: now,
                     },
-                    bytes: self.buf.len(),
                     delivery: Some(delivery),
                 });
                 chain.next_seq += 1;
