@@ -84,6 +84,9 @@ pub struct KafkaSection {
     pub replication_factor: Option<i32>,
     /// Seconds a metadata, admin or read request may take (default 10).
     pub timeout_seconds: Option<u64>,
+    /// Whether writers use the idempotent producer (default true). tansu 0.6.0 needs false to
+    /// survive its own restarts; correctness does not depend on it (see ARCHITECTURE.md).
+    pub idempotence: Option<bool>,
     /// More librdkafka properties for every client, e.g. `"security.protocol" = "SASL_SSL"`.
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
@@ -129,6 +132,9 @@ impl LogSection {
         }
         if let Some(t) = k.timeout_seconds {
             cfg.timeout = std::time::Duration::from_secs(t);
+        }
+        if let Some(i) = k.idempotence {
+            cfg.idempotence = i;
         }
         cfg.properties = k.properties.clone();
         Some(cfg)

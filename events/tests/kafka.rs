@@ -18,7 +18,9 @@ fn brokers() -> Option<String> {
             eprintln!("note: skipped: ANNALS_SKIP_SERVERS=1 and no ANNALS_TEST_KAFKA");
             None
         }
-        _ => panic!("ANNALS_TEST_KAFKA is not set (scripts/test sets it), or set ANNALS_SKIP_SERVERS=1"),
+        _ => panic!(
+            "ANNALS_TEST_KAFKA is not set (scripts/test sets it), or set ANNALS_SKIP_SERVERS=1"
+        ),
     }
 }
 
@@ -83,7 +85,9 @@ fn events_round_trip_and_readers_start_anywhere() {
     let part = topic.partition(1).unwrap();
     let mut acks: Vec<Appended> = Vec::new();
     for batch in 0..20u64 {
-        let events = (0..1 + batch % 4).map(|i| event("t1", batch * 10 + i)).collect();
+        let events = (0..1 + batch % 4)
+            .map(|i| event("t1", batch * 10 + i))
+            .collect();
         acks.extend(part.append_blocking(events).unwrap());
     }
     let n = acks.len() as u64;
@@ -153,7 +157,9 @@ fn a_second_writer_of_a_partition_never_supersedes_an_acknowledged_event() {
 
     // A appends seq 0 and 1; B, unaware, writes its own seq 0 after them: a fork. B must not
     // acknowledge it, and learns the chain from the broker.
-    let first = pa.append_blocking(vec![event("t", 0), event("t", 1)]).unwrap();
+    let first = pa
+        .append_blocking(vec![event("t", 0), event("t", 1)])
+        .unwrap();
     let refused = pb.append_blocking(vec![event("t", 100)]);
     assert!(
         matches!(refused, Err(LogError::Superseded { seq: 0, .. })),
@@ -172,8 +178,9 @@ fn a_second_writer_of_a_partition_never_supersedes_an_acknowledged_event() {
             let part = p.partition(0).unwrap();
             let (mut ok, mut lost) = (Vec::new(), Vec::new());
             for i in 0..60u64 {
-                let events: Vec<NewEvent> =
-                    (0..1 + i % 3).map(|j| event("t", base + i * 10 + j)).collect();
+                let events: Vec<NewEvent> = (0..1 + i % 3)
+                    .map(|j| event("t", base + i * 10 + j))
+                    .collect();
                 let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
                 match part.append_blocking(events) {
                     Ok(a) => ok.extend(a),
@@ -191,12 +198,19 @@ fn a_second_writer_of_a_partition_never_supersedes_an_acknowledged_event() {
         acked.extend(ok);
         refused_ids.extend(lost);
     }
-    assert!(!refused_ids.is_empty(), "the concurrent writers never collided");
+    assert!(
+        !refused_ids.is_empty(),
+        "the concurrent writers never collided"
+    );
 
     let ro = open(da.path(), &cfg, Mode::ReadOnly);
     let chain = chain_of(&ro, 0);
     let seqs: Vec<u64> = chain.iter().map(|c| c.0).collect();
-    assert_eq!(seqs, (0..chain.len() as u64).collect::<Vec<_>>(), "seq contiguous");
+    assert_eq!(
+        seqs,
+        (0..chain.len() as u64).collect::<Vec<_>>(),
+        "seq contiguous"
+    );
     let on_chain: HashMap<uuid::Uuid, (u64, [u8; 32])> =
         chain.iter().map(|(s, id, h)| (*id, (*s, *h))).collect();
     assert_eq!(on_chain.len(), chain.len(), "no event twice");
@@ -215,7 +229,11 @@ fn a_second_writer_of_a_partition_never_supersedes_an_acknowledged_event() {
     assert!(report.ok, "{:?}", report.faults);
     let p = &report.partitions[0];
     assert!(p.off_chain_count > 0, "the fork is reported");
-    assert!(p.off_chain.iter().all(|r| r.kind == "fork" || r.kind == "copy"));
+    assert!(
+        p.off_chain
+            .iter()
+            .all(|r| r.kind == "fork" || r.kind == "copy")
+    );
     assert_eq!(p.events, chain.len() as u64);
     // Readers that start in the middle, past off-chain records, read the same chain.
     let rtopic = ro.topic("events").unwrap();

@@ -436,7 +436,11 @@ fn compact_to_csv(text: &str) -> Result<String, AnalyticsError> {
     let mut out = String::new();
     let names: Vec<String> = v["meta"]
         .as_array()
-        .map(|m| m.iter().map(|c| field(c["name"].as_str().unwrap_or(""))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|c| field(c["name"].as_str().unwrap_or("")))
+                .collect()
+        })
         .unwrap_or_default();
     out.push_str(&names.join(","));
     out.push('\n');

@@ -24,7 +24,9 @@
 //! its last known record, keeps what the rule says, and answers
 //! [`LogError::Superseded`](super::LogError::Superseded) for batches that lost: the caller
 //! re-decides against the new state. The idempotent producer (`enable.idempotence`,
-//! `acks=all`) keeps a single writer's own retries from leaving copies.
+//! `acks=all`) keeps a single writer's own retries from leaving copies; without it a copy is
+//! skipped by the rule (same seq, same hash) and the writer recognises its own event on the
+//! chain by its hash.
 //!
 //! Reading from seq `s` needs the hash of event `s - 1`. When the record at offset `s - 1`
 //! has seq `s - 1`, no record before it is off the chain (each event takes an offset, and
@@ -67,6 +69,11 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// How long metadata, admin and point reads may take before they fail.
     pub timeout: Duration,
+    /// Whether writers use the idempotent producer (default). Without it a retried send can
+    /// leave a copy, which the chain rule skips; sends are then one at a time per connection,
+    /// to keep their order. (tansu 0.6.0 stops serving produce requests when an idempotent
+    /// producer resumes after a broker restart: turn it off there.)
+    pub idempotence: bool,
     /// More librdkafka properties for every client (security settings, tuning).
     pub properties: BTreeMap<String, String>,
 }
@@ -78,6 +85,7 @@ impl KafkaConfig {
             topic_prefix: "annals.".into(),
             replication_factor: 1,
             timeout: Duration::from_secs(10),
+            idempotence: true,
             properties: BTreeMap::new(),
         }
     }
@@ -108,11 +116,16 @@ impl KafkaConfig {
         c
     }
 
-    /// The writers' producer: idempotent, acknowledged by all in-sync replicas.
+    /// The writers' producer: acknowledged by all in-sync replicas, idempotent unless turned off.
     fn producer_config(&self) -> ClientConfig {
         let mut c = self.client_config();
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
+        if self.idempotence {
+            c.set("enable.idempotence", "true");
+        } else {
+            c.set("enable.idempotence", "false")
+                .set("max.in.flight.requests.per.connection", "1");
+        }
+        c.set("acks", "all")
             .set("linger.ms", "2")
             .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
             .set("queue.buffering.max.messages", "500000")
@@ -180,7 +193,7 @@ impl Client {
     }
 
     /// Creates the topic with `partitions` partitions and configs that keep every event
-    /// (no retention limit, no compaction), then waits until the cluster shows it.
+    /// (no time limit, no size limit, no compaction), then waits until the cluster shows it.
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
         let name = self.kafka_topic(topic);
         let admin: AdminClient<DefaultClientContext> = self
@@ -189,14 +202,16 @@ impl Client {
             .create()
             .map_err(|e| self.error("cannot create an admin client", e))?;
         let max = MAX_RECORD_BYTES.to_string();
+        let forever = i64::MAX.to_string();
         let new = NewTopic::new(
             &name,
             partitions as i32,
             TopicReplication::Fixed(self.cfg.replication_factor),
         )
         .set("cleanup.policy", "delete")
-        .set("retention.ms", "-1")
-        .set("retention.bytes", "-1")
+        // "Forever" as the largest time rather than Kafka's -1: some Kafka-protocol brokers
+        // (tansu 0.6.0) read -1 literally and delete every record.
+        .set("retention.ms", &forever)
         .set("max.message.bytes", &max)
         .set("message.timestamp.type", "CreateTime");
         let opts = AdminOptions::new().operation_timeout(Some(self.cfg.timeout));

@@ -116,8 +116,8 @@ impl Shared {
     }
 
     /// Judges the records the broker holds beyond the tip and moves the tip along the chain.
-    /// `accepted` collects the offsets of the events found on the chain.
-    pub fn refresh(&self, mut accepted: Option<&mut Vec<i64>>) -> Result<Tip, LogError> {
+    /// `accepted` collects the hashes of the events found on the chain.
+    pub fn refresh(&self, mut accepted: Option<&mut Vec<Hash>>) -> Result<Tip, LogError> {
         let mut tip = self.tip();
         let (low, high) = self.client.watermarks(&self.kafka_topic, self.id)?;
         if high <= tip.end {
@@ -169,7 +169,7 @@ impl Shared {
                     tip.last_offset = offset;
                     tip.last_recorded_at = f.recorded_at;
                     if let Some(a) = accepted.as_deref_mut() {
-                        a.push(offset);
+                        a.push(*f.hash);
                     }
                 }
                 Ok(())

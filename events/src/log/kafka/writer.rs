@@ -112,7 +112,8 @@ impl Writer {
         }
         // Another record got in between, or a send failed: the broker decides. Re-read from
         // the last known event, keep what the rule says, and answer each request by whether
-        // all of its events are on the chain.
+        // all of its events are on the chain (an event's hash covers its id: the same hash on
+        // the chain is this very event, wherever a retry put it).
         self.resync = failure.is_some();
         let mut accepted = Vec::new();
         if let Err(e) = self.shared.refresh(Some(&mut accepted)) {
@@ -129,8 +130,9 @@ impl Writer {
             .map(|(i, r)| sent.iter().filter(|s| s.request == i).count() == r.events.len())
             .collect();
         let mut first_lost = vec![None; reqs.len()];
-        for (s, o) in sent.iter().zip(&offsets) {
-            if !o.is_some_and(|o| accepted.binary_search(&o).is_ok()) {
+        let accepted: std::collections::HashSet<[u8; 32]> = accepted.into_iter().collect();
+        for s in &sent {
+            if !accepted.contains(&s.ack.hash) {
                 ok[s.request] = false;
                 first_lost[s.request].get_or_insert(s.ack.seq);
             }
