@@ -87,6 +87,9 @@ pub struct KafkaSection {
     /// Whether writers use the idempotent producer (default true). tansu 0.6.0 needs false to
     /// survive its own restarts; correctness does not depend on it (see ARCHITECTURE.md).
     pub idempotence: Option<bool>,
+    /// Whether records carry readable headers (event type, tenant, stream, seq; default true).
+    /// tansu 0.6.0 reads records with headers about 20 times slower.
+    pub headers: Option<bool>,
     /// More librdkafka properties for every client, e.g. `"security.protocol" = "SASL_SSL"`.
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
@@ -135,6 +138,9 @@ impl LogSection {
         }
         if let Some(i) = k.idempotence {
             cfg.idempotence = i;
+        }
+        if let Some(h) = k.headers {
+            cfg.headers = h;
         }
         cfg.properties = k.properties.clone();
         Some(cfg)

@@ -22,39 +22,42 @@ pub enum BenchCommand {
     Projections(super::bench_projections::Args),
     /// Audit: inclusion proofs generated and verified, signatures, full verify, replay.
     Proofs(super::bench_proofs::Args),
+    /// The log on Kafka: the command path and replay beside raw rdkafka produce and consume
+    /// of the same records to the same broker.
+    Kafka(super::bench_kafka::Args),
 }
 
 #[derive(clap::Args)]
 pub struct CommandArgs {
     /// Signals to ingest in all.
     #[arg(long, default_value_t = 1_000_000)]
-    signals: u64,
+    pub(super) signals: u64,
     /// Tenants (spread over the partitions).
     #[arg(long, default_value_t = 8)]
-    tenants: u32,
+    pub(super) tenants: u32,
     /// Signals per ingest command.
     #[arg(long, default_value_t = 1000)]
-    batch: usize,
+    pub(super) batch: usize,
     /// Partitions of the scratch log.
     #[arg(long, default_value_t = 4)]
-    partitions: u32,
+    pub(super) partitions: u32,
     /// Folder for the scratch log (on the disk to measure); removed afterwards.
     #[arg(long)]
-    dir: Option<PathBuf>,
+    pub(super) dir: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize)]
-struct CommandFigures {
-    signals: u64,
-    commands: u64,
-    tenants: u32,
-    partitions: u32,
-    batch: usize,
-    seconds: f64,
-    signals_per_s: f64,
-    commands_per_s: f64,
-    latency_p50_ms: f64,
-    latency_p99_ms: f64,
+pub(super) struct CommandFigures {
+    pub(super) signals: u64,
+    pub(super) commands: u64,
+    pub(super) tenants: u32,
+    pub(super) partitions: u32,
+    pub(super) batch: usize,
+    pub(super) seconds: f64,
+    pub(super) signals_per_s: f64,
+    pub(super) commands_per_s: f64,
+    pub(super) latency_p50_ms: f64,
+    pub(super) latency_p99_ms: f64,
 }
 
 #[derive(clap::Args)]
@@ -102,6 +105,7 @@ pub fn run(ctx: &Context, cmd: BenchCommand) -> Result<ExitCode, Failure> {
         BenchCommand::Serve(args) => return super::bench_serve::run(ctx, args),
         BenchCommand::Projections(args) => return super::bench_projections::run(ctx, args),
         BenchCommand::Proofs(args) => return super::bench_proofs::run(ctx, args),
+        BenchCommand::Kafka(args) => return super::bench_kafka::run(ctx, args),
     };
     if args.partitions == 0 || args.batch == 0 || args.events == 0 {
         return Err(Failure::usage(
@@ -330,11 +334,17 @@ fn run_commands(ctx: &Context, args: CommandArgs) -> Result<ExitCode, Failure> {
 }
 
 fn measure_commands(dir: &std::path::Path, args: &CommandArgs) -> Result<CommandFigures, Failure> {
+    let log = Log::open(dir, LogConfig::default())?;
+    drive_commands(&log, args)
+}
+
+/// Sends `args.signals` signals as ingest commands through the command path on `log` (two
+/// senders, 32 commands in flight each) and measures throughput and latency.
+pub(super) fn drive_commands(log: &Log, args: &CommandArgs) -> Result<CommandFigures, Failure> {
     use annals_domain::ingest::{IngestCommand, SignalInput};
     use annals_domain::tenancy::{TenantCommand, TenantLimits};
     use annals_processors::{Command, CommandMeta, Engine};
 
-    let log = Log::open(dir, LogConfig::default())?;
     let topic = log.create_topic("events", args.partitions)?;
     let registry = std::sync::Arc::new(annals_schemas::Registry::builtin()?);
     let engine = Engine::start(topic, registry).map_err(|e| Failure::failed(e.to_string()))?;

@@ -1,6 +1,7 @@
 //! One module per top-level command.
 
 pub mod bench;
+pub mod bench_kafka;
 pub mod bench_projections;
 pub mod bench_proofs;
 pub mod bench_serve;

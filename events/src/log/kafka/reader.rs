@@ -30,6 +30,8 @@ pub struct KafkaReader {
     chain: Chain,
     /// The seq of the next event handed out.
     want: u64,
+    /// The offset the consumer reads next.
+    next_offset: i64,
     at_end: bool,
     buf: Vec<u8>,
 }
@@ -41,6 +43,7 @@ impl KafkaReader {
             consumer: None,
             chain: Chain::genesis(),
             want: from_seq,
+            next_offset: 0,
             at_end: false,
             buf: Vec::new(),
         }
@@ -62,6 +65,7 @@ impl KafkaReader {
             .map_err(|e| client.error("cannot assign a partition", e))?;
         self.consumer = Some(consumer);
         self.chain = chain;
+        self.next_offset = offset;
         Ok(())
     }
 
@@ -86,6 +90,7 @@ impl KafkaReader {
             Polled::Nothing => return Ok(Step::Nothing),
         };
         self.at_end = false;
+        self.next_offset = m.offset() + 1;
         let value = m.payload().unwrap_or_default();
         let (verdict, f) = self.chain.judge(shared.id, value).map_err(|(_, d)| {
             shared.corrupt(self.chain.next_seq, format!("offset {}: {d}", m.offset()))
@@ -99,6 +104,19 @@ impl KafkaReader {
         Ok(Step::Event)
     }
 
+    /// Whether the consumer has read everything the broker holds: its end-of-partition event,
+    /// or (some brokers do not always send one) the high watermark.
+    fn at_broker_end(&mut self) -> Result<bool, LogError> {
+        if !self.at_end {
+            let (_, high) = self
+                .shared
+                .client
+                .watermarks(&self.shared.kafka_topic, self.shared.id)?;
+            self.at_end = self.next_offset >= high;
+        }
+        Ok(self.at_end)
+    }
+
     /// Moves to the next event (into `buf`); `false` when caught up with what the broker holds.
     fn advance(&mut self) -> Result<bool, LogError> {
         let timeout = self.shared.client.cfg.timeout;
@@ -109,7 +127,9 @@ impl KafkaReader {
             let wait = if caught_up {
                 Duration::ZERO
             } else {
-                deadline.saturating_duration_since(Instant::now())
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(250))
             };
             match self.step(wait)? {
                 Step::Event => return Ok(true),
@@ -117,6 +137,10 @@ impl KafkaReader {
                 Step::End if self.want >= self.shared.seen() => return Ok(false),
                 Step::End => {}
                 Step::Nothing if caught_up => return Ok(false),
+                Step::Nothing if self.at_broker_end()? && self.want >= self.shared.seen() => {
+                    return Ok(false);
+                }
+                Step::Nothing if Instant::now() < deadline => {}
                 Step::Nothing => {
                     return Err(self.shared.client.error(
                         format!(

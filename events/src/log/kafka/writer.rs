@@ -220,8 +220,10 @@ impl Writer {
             .partition(self.shared.id as i32)
             .key(ev.tenant.as_bytes())
             .payload(&self.buf[..])
-            .timestamp(now.div_euclid(1000))
-            .headers(headers);
+            .timestamp(now.div_euclid(1000));
+        if self.shared.client.cfg.headers {
+            record = record.headers(headers);
+        }
         loop {
             match self.producer.send_result(record) {
                 Ok(d) => return Ok(d),
