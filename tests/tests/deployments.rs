@@ -226,3 +226,116 @@ fn the_demo_gives_the_same_answers_on_the_embedded_log_and_on_kafka() {
     let tail = kafka.ok(&["log", "tail", "-n", "3"]);
     assert!(tail.contains("tenant-"), "{tail}");
 }
+
+/// `annals serve` on each deployment: commands over HTTP are decided, written to the log, and
+/// followed into the read models.
+fn serve_scenario(d: &Deployment) -> (String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = "operator-token-0123456789";
+    let mut cmd = Command::new(annals_bin());
+    cmd.arg("--config")
+        .arg(&d.config)
+        .args(["--data-dir", "data", "serve"])
+        .env("ANNALS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("ANNALS__SERVER__OPERATOR_TOKEN", token)
+        .current_dir(d.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let post = |path: &str, body: &str| -> String {
+        let o = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "30",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                "-H",
+                "content-type: application/json",
+                &format!("{base}{path}"),
+                "-d",
+                body,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: serve did not listen",
+            d.name
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let provisioned = post(
+        "/v1/tenants",
+        r#"{"tenant":"acme","name":"Acme","plan":"growth","region":"eu","limits":{"max_signals_per_day":100000,"max_sources":4,"rate_per_second":1000}}"#,
+    );
+    assert!(
+        provisioned.contains("tenancy.TenantProvisioned"),
+        "{}: {provisioned}",
+        d.name
+    );
+    let signals = r#"[{"source":"web","signal_id":"s1","ts":1767225600000000,"value":1.5},{"source":"web","signal_id":"s2","ts":1767225600000001,"value":2}]"#;
+    let ingested = post("/v1/tenants/acme/signals", signals);
+    assert!(
+        ingested.contains(r#""accepted":2"#),
+        "{}: {ingested}",
+        d.name
+    );
+    // A retry of the same signals is recognised.
+    let again = post("/v1/tenants/acme/signals", signals);
+    assert!(again.contains(r#""duplicates":2"#), "{}: {again}", d.name);
+    // The follower applies them: lag 0 on /metrics.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let m = Command::new("curl")
+            .args(["-s", &format!("{base}/metrics")])
+            .output()
+            .unwrap();
+        let m = String::from_utf8_lossy(&m.stdout).into_owned();
+        let caught_up = m
+            .lines()
+            .filter(|l| l.starts_with("annals_projection_applied_events_total{"))
+            .all(|l| l.ends_with(" 3"));
+        if caught_up && m.contains("annals_projection_applied_events_total{") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}: {m}", d.name);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // SAFETY: a signal to the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}: serve exited with {status}", d.name);
+    let signals = d.ok(&[
+        "sql",
+        "SELECT source, count(*) AS n FROM signals GROUP BY source",
+        "--format",
+        "csv",
+    ]);
+    let tenants = d.ok(&[
+        "sql",
+        "SELECT tenant FROM events ORDER BY tenant LIMIT 1",
+        "--format",
+        "csv",
+    ]);
+    (signals, tenants)
+}
+
+#[test]
+fn serve_takes_commands_over_http_on_both_deployments() {
+    let embedded = Deployment::embedded();
+    let here = serve_scenario(&embedded);
+    assert_eq!(here.0, "source,n\nweb,2\n");
+    let Some(servers) = servers() else { return };
+    let kafka = Deployment::distributed(&servers, "serve");
+    assert_eq!(serve_scenario(&kafka), here);
+}
