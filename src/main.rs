@@ -76,6 +76,9 @@ enum Command {
     /// Inspect the log.
     #[command(subcommand)]
     Log(commands::log::LogCommand),
+    /// Run a command-processor instance of the Kafka deployment (owns partitions through a
+    /// consumer group).
+    Process(commands::process::Args),
     /// The event schemas.
     #[command(subcommand)]
     Schema(commands::schema::SchemaCommand),
@@ -214,6 +217,7 @@ fn main() -> ExitCode {
         Command::Sql(a) => commands::sql::run(&ctx, a),
         Command::Subject(c) => commands::subject::run(&ctx, c),
         Command::Log(c) => commands::log::run(&ctx, c),
+        Command::Process(a) => commands::process::run(&ctx, a),
         Command::Schema(c) => commands::schema::run(&ctx, c),
         Command::Bench(c) => commands::bench::run(&ctx, c),
     };

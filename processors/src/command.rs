@@ -6,10 +6,11 @@ use annals_domain::models::{DeploymentCommand, ModelVersionCommand};
 use annals_domain::policy::PolicyCommand;
 use annals_domain::tenancy::{ContactCommand, TenantCommand};
 use annals_domain::{DomainError, Kind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A command for one aggregate of one tenant: the aggregate's own command plus its address.
-#[derive(Debug, Clone, PartialEq)]
+/// (Serialised as JSON on the Kafka commands topic.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     Tenancy {
         tenant: String,
@@ -101,7 +102,7 @@ impl Command {
 }
 
 /// Who sends a command and why: recorded in every event it causes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandMeta {
     /// The caller's id for this command, recorded as the events' `causation_id`. A command sent
     /// again with an id that already wrote to its stream is recognised and writes nothing

@@ -57,10 +57,11 @@ pub struct EngineStats {
     pub queued: u64,
 }
 
-/// The command path over a topic of the embedded log.
+/// The command path over a topic of the log: a worker for each partition it owns.
 pub struct Engine {
     topic: Arc<Topic>,
-    senders: Vec<mpsc::Sender<Job>>,
+    /// By partition: the worker's queue, or `None` for a partition another processor owns.
+    senders: Vec<Option<mpsc::Sender<Job>>>,
     threads: Vec<JoinHandle<()>>,
     stats: Arc<Stats>,
 }
@@ -79,11 +80,29 @@ impl Drop for Engine {
 impl Engine {
     /// Starts one worker per partition of `topic`, each rebuilding its aggregates from the log.
     pub fn start(topic: Arc<Topic>, registry: Arc<Registry>) -> Result<Engine, CommandError> {
+        let all: Vec<u32> = (0..topic.partitions().len() as u32).collect();
+        Self::start_owning(topic, registry, &all)
+    }
+
+    /// Starts workers for the `owned` partitions only (a processor instance that owns them
+    /// through its consumer group); commands of other partitions are refused as unavailable.
+    pub fn start_owning(
+        topic: Arc<Topic>,
+        registry: Arc<Registry>,
+        owned: &[u32],
+    ) -> Result<Engine, CommandError> {
         let stats = Arc::new(Stats::default());
-        let mut senders = Vec::new();
+        let mut senders: Vec<Option<mpsc::Sender<Job>>> =
+            (0..topic.partitions().len()).map(|_| None).collect();
         let mut threads = Vec::new();
         let mut ready = Vec::new();
-        for p in 0..topic.partitions().len() as u32 {
+        for &p in owned {
+            if p as usize >= senders.len() {
+                return Err(CommandError::unavailable(format!(
+                    "partition {p} is not a partition of topic {}",
+                    topic.name()
+                )));
+            }
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             let (ready_tx, ready_rx) = oneshot::channel();
             let worker = Worker {
@@ -96,7 +115,7 @@ impl Engine {
                 .name(format!("annals-command-{p}"))
                 .spawn(move || worker.run(rx, ready_tx))
                 .map_err(CommandError::unavailable)?;
-            senders.push(tx);
+            senders[p as usize] = Some(tx);
             threads.push(thread);
             ready.push(ready_rx);
         }
@@ -114,27 +133,43 @@ impl Engine {
         Ok(engine)
     }
 
+    #[allow(clippy::type_complexity)]
     fn job(
         &self,
         command: Command,
         meta: CommandMeta,
-    ) -> (
-        &mpsc::Sender<Job>,
-        Job,
-        oneshot::Receiver<Result<Outcome, CommandError>>,
-    ) {
+    ) -> Result<
+        (
+            &mpsc::Sender<Job>,
+            Job,
+            oneshot::Receiver<Result<Outcome, CommandError>>,
+        ),
+        CommandError,
+    > {
         let p =
             annals_events::partitioner::partition_for(command.tenant(), self.senders.len() as u32);
+        let tx = self.senders[p as usize].as_ref().ok_or_else(|| {
+            CommandError::unavailable(format!(
+                "partition {p} is owned by another processor instance"
+            ))
+        })?;
         let (reply, rx) = oneshot::channel();
-        (
-            &self.senders[p as usize],
+        Ok((
+            tx,
             Job {
                 command,
                 meta,
                 reply,
             },
             rx,
-        )
+        ))
+    }
+
+    /// The partitions this engine decides for.
+    pub fn owned(&self) -> Vec<u32> {
+        (0..self.senders.len() as u32)
+            .filter(|&p| self.senders[p as usize].is_some())
+            .collect()
     }
 
     /// Runs a command and resolves once its events are durable (or it was refused).
@@ -143,7 +178,7 @@ impl Engine {
         command: Command,
         meta: CommandMeta,
     ) -> Result<Outcome, CommandError> {
-        let (tx, job, rx) = self.job(command, meta);
+        let (tx, job, rx) = self.job(command, meta)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         tx.send(job)
             .await
@@ -159,7 +194,7 @@ impl Engine {
         command: Command,
         meta: CommandMeta,
     ) -> Result<PendingCommand, CommandError> {
-        let (tx, job, rx) = self.job(command, meta);
+        let (tx, job, rx) = self.job(command, meta)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         tx.blocking_send(job)
             .map_err(|_| CommandError::unavailable("the command path is shut down"))?;

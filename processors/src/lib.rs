@@ -7,9 +7,13 @@
 //! through the partition's single log writer — many commands per group commit — answering each
 //! caller only once its events are durable. A refused command writes nothing.
 //!
+//! Distributed ([`bus`]): commands travel on a Kafka commands topic to processor instances
+//! that own partitions through a consumer group, and outcomes come back on an outcomes topic.
+//!
 //! Must not: hold business rules (they are the aggregates' in `annals-domain`) or know about
 //! HTTP. Read models are projections, elsewhere.
 
+pub mod bus;
 pub mod command;
 pub mod engine;
 mod state;

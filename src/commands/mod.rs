@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod history;
 pub mod keys;
 pub mod log;
+pub mod process;
 pub mod projections;
 pub mod prove;
 pub mod replay;

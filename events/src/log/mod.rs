@@ -311,6 +311,32 @@ impl Log {
         Ok(log)
     }
 
+    /// Kafka only: creates (if missing) a plain Kafka topic beside the log's topics, for what
+    /// travels through Kafka without being a chain (the commands topic, command outcomes). Its
+    /// name starts with `_`, so it is never listed as a topic of the log. Returns its Kafka
+    /// name and the connection settings.
+    pub fn kafka_side_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<(String, KafkaConfig), LogError> {
+        let Backend::Kafka(client) = &self.backend else {
+            return Err(LogError::kafka_detail(
+                "",
+                format!("cannot create side topic {name}"),
+                "the log is not on Kafka ([log] backend = \"kafka\")",
+            ));
+        };
+        check_name(name)?;
+        if !name.starts_with('_') {
+            return Err(LogError::BadName(name.to_owned()));
+        }
+        if client.side_topic_partitions(name)? != Some(partitions) {
+            client.create_topic(name, partitions)?;
+        }
+        Ok((client.kafka_topic(name), client.cfg.clone()))
+    }
+
     /// `embedded` or `kafka`.
     pub fn backend(&self) -> &'static str {
         match self.backend {

@@ -191,10 +191,27 @@ impl Client {
             .filter(|t| t.error().is_none())
             .filter_map(|t| {
                 let name = t.name().strip_prefix(&self.cfg.topic_prefix)?;
-                (super::check_name(name).is_ok() && !t.partitions().is_empty())
-                    .then(|| (name.to_owned(), t.partitions().len() as u32))
+                // `_…` names are side topics (commands, outcomes), not chains.
+                (super::check_name(name).is_ok()
+                    && !name.starts_with('_')
+                    && !t.partitions().is_empty())
+                .then(|| (name.to_owned(), t.partitions().len() as u32))
             })
             .collect())
+    }
+
+    /// The partitions of side topic `name` (`None`: it does not exist).
+    pub fn side_topic_partitions(&self, name: &str) -> Result<Option<u32>, LogError> {
+        let full = self.kafka_topic(name);
+        let meta = self.meta.lock().expect("kafka metadata lock");
+        let md = meta
+            .fetch_metadata(Some(&full), self.cfg.timeout)
+            .map_err(|e| self.error(format!("cannot read the metadata of {full}"), e))?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == full && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as u32))
     }
 
     /// Creates the topic with `partitions` partitions and configs that keep every event
@@ -235,7 +252,7 @@ impl Client {
         }
         let deadline = std::time::Instant::now() + self.cfg.timeout;
         loop {
-            if self.topics()?.get(topic) == Some(&partitions) {
+            if self.side_topic_partitions(topic)? == Some(partitions) {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {

@@ -1,0 +1,429 @@
+//! Commands through Kafka: a commands topic, processor instances that own its partitions
+//! through one consumer group, and an outcomes topic callers await.
+//!
+//! - A caller ([`CommandBus`]) gives each command an id (unless it has one), writes it as JSON
+//!   to partition `partition_for(tenant)` of `<prefix>_commands` — the same partition number
+//!   as the tenant's events — and waits for the record with that id on the same partition of
+//!   `<prefix>_outcomes`.
+//! - A processor instance ([`Processor`]) is a member of the consumer group. For the
+//!   partitions assigned to it, an [`Engine`] owns them: each worker restores the partition's
+//!   aggregates from the events partition, and the writer's chain tip from the broker. It
+//!   decides each command, appends the events (seq and `prev_hash` assigned by the partition's
+//!   writer), publishes the outcome, and only then commits the command's offset.
+//!
+//! Exactly once in effect, without Kafka transactions:
+//! - a command redelivered after a crash (its offset not committed) carries its id: the
+//!   aggregates recognise an id that already wrote (`repeated`), and signals are deduplicated by
+//!   their key, so nothing is applied twice;
+//! - an instance that lost its partitions but still runs (a zombie) can only append what the
+//!   chain rule accepts (see `annals_events::log::kafka`): a new owner's append that lost is
+//!   refused as superseded, its worker rebuilds its state from the log, and the command is
+//!   decided again; readers never see both sides;
+//! - a command's outcome is published before its offset is committed, so an acknowledged
+//!   command is never lost; a caller that saw no outcome may resend with the same id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use annals_events::{KafkaConfig, Log, Topic};
+use annals_schemas::Registry;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::command::{Command, CommandError, CommandMeta};
+use crate::engine::Engine;
+
+/// The side topic commands travel on.
+pub const COMMANDS_TOPIC: &str = "_commands";
+/// The side topic outcomes travel on.
+pub const OUTCOMES_TOPIC: &str = "_outcomes";
+/// Commands a processor takes from one poll before deciding them.
+const MAX_POLL_BATCH: usize = 500;
+/// Times a processor decides a command again after its append lost to another writer.
+const MAX_ATTEMPTS: u32 = 5;
+
+#[derive(Serialize, Deserialize)]
+struct CommandRecord {
+    command: Command,
+    meta: CommandMeta,
+}
+
+/// A command's outcome as its caller receives it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutcomeRecord {
+    pub command_id: String,
+    /// The accepted outcome (as [`crate::Outcome`] serialises), or `None` when refused.
+    pub outcome: Option<serde_json::Value>,
+    /// Why it was refused: a stable code, the HTTP status it maps to, and the message.
+    pub error: Option<(String, u16, String)>,
+}
+
+fn kafka_err(context: &str) -> impl Fn(rdkafka::error::KafkaError) -> CommandError + '_ {
+    move |e| CommandError::Unavailable(format!("{context}: {e}"))
+}
+
+fn both_side_topics(
+    log: &Log,
+    partitions: u32,
+) -> Result<(String, String, KafkaConfig), CommandError> {
+    let (commands, cfg) = log
+        .kafka_side_topic(COMMANDS_TOPIC, partitions)
+        .map_err(CommandError::unavailable)?;
+    let (outcomes, _) = log
+        .kafka_side_topic(OUTCOMES_TOPIC, partitions)
+        .map_err(CommandError::unavailable)?;
+    Ok((commands, outcomes, cfg))
+}
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<OutcomeRecord>>>>;
+
+/// The caller's side: sends commands to the commands topic and awaits their outcomes.
+pub struct CommandBus {
+    producer: FutureProducer,
+    commands: String,
+    partitions: u32,
+    waiters: Waiters,
+    stop: Arc<AtomicBool>,
+    listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CommandBus {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.listener.take() {
+            t.join().ok();
+        }
+    }
+}
+
+/// A command on its way; [`PendingOutcome::wait`] gives its outcome.
+pub struct PendingOutcome {
+    pub command_id: String,
+    rx: oneshot::Receiver<OutcomeRecord>,
+    waiters: Waiters,
+}
+
+impl PendingOutcome {
+    /// Waits up to `timeout` for the outcome. `Err` on timeout: the command may or may not have
+    /// taken effect; sending it again with the same id is safe.
+    pub fn wait(mut self, timeout: Duration) -> Result<OutcomeRecord, CommandError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.rx.try_recv() {
+                Ok(o) => return Ok(o),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(CommandError::unavailable("the command bus stopped"));
+                }
+                Err(oneshot::error::TryRecvError::Empty) if Instant::now() >= deadline => {
+                    self.waiters
+                        .lock()
+                        .expect("waiters")
+                        .remove(&self.command_id);
+                    return Err(CommandError::Unavailable(format!(
+                        "no outcome for command {} within {timeout:?}; sending it again with the same id is safe",
+                        self.command_id
+                    )));
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+}
+
+impl CommandBus {
+    /// Connects to the commands and outcomes topics of `log` (on Kafka), creating them with the
+    /// partitions of `topic` if missing, and starts listening for outcomes from now on.
+    pub fn connect(log: &Log, topic: &Topic) -> Result<CommandBus, CommandError> {
+        let partitions = topic.partitions().len() as u32;
+        let (commands, outcomes, cfg) = both_side_topics(log, partitions)?;
+        let producer: FutureProducer = cfg
+            .producer_config()
+            .create()
+            .map_err(kafka_err("cannot create a producer"))?;
+        // Listen from each partition's current end: every outcome of a command sent after
+        // this point arrives.
+        let consumer: BaseConsumer = cfg
+            .reader_config()
+            .create()
+            .map_err(kafka_err("cannot create a consumer"))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(&outcomes, p as i32, cfg.timeout)
+                .map_err(kafka_err("cannot read the outcomes' offsets"))?;
+            tpl.add_partition_offset(&outcomes, p as i32, Offset::Offset(high))
+                .map_err(kafka_err("bad offset"))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(kafka_err("cannot read the outcomes"))?;
+        let waiters: Waiters = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = {
+            let (waiters, stop) = (waiters.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("annals-outcomes".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+                            continue;
+                        };
+                        let Some(Ok(o)) = m.payload().map(serde_json::from_slice::<OutcomeRecord>)
+                        else {
+                            continue;
+                        };
+                        if let Some(tx) = waiters.lock().expect("waiters").remove(&o.command_id) {
+                            tx.send(o).ok();
+                        }
+                    }
+                })
+                .map_err(CommandError::unavailable)?
+        };
+        Ok(CommandBus {
+            producer,
+            commands,
+            partitions,
+            waiters,
+            stop,
+            listener: Some(listener),
+        })
+    }
+
+    /// Sends a command (with a new id unless `meta.command_id` has one) once it is in the
+    /// commands topic; wait for its outcome with [`PendingOutcome::wait`].
+    pub fn send(
+        &self,
+        command: Command,
+        mut meta: CommandMeta,
+    ) -> Result<PendingOutcome, CommandError> {
+        let id = meta
+            .command_id
+            .get_or_insert_with(|| uuid::Uuid::now_v7().to_string())
+            .clone();
+        let partition =
+            annals_events::partitioner::partition_for(command.tenant(), self.partitions);
+        let tenant = command.tenant().to_owned();
+        let value = serde_json::to_vec(&CommandRecord { command, meta })
+            .map_err(CommandError::unavailable)?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("waiters").insert(id.clone(), tx);
+        let record = FutureRecord::to(&self.commands)
+            .partition(partition as i32)
+            .key(tenant.as_bytes())
+            .payload(&value);
+        let sent = futures::executor::block_on(self.producer.send(
+            record,
+            rdkafka::util::Timeout::After(Duration::from_secs(30)),
+        ));
+        if let Err((e, _)) = sent {
+            self.waiters.lock().expect("waiters").remove(&id);
+            return Err(CommandError::Unavailable(format!(
+                "cannot send the command: {e}"
+            )));
+        }
+        Ok(PendingOutcome {
+            command_id: id,
+            rx,
+            waiters: self.waiters.clone(),
+        })
+    }
+}
+
+/// One processor instance: a member of the processors' consumer group.
+pub struct Processor {
+    log: Arc<Log>,
+    topic: Arc<Topic>,
+    registry: Arc<Registry>,
+    group: String,
+}
+
+impl Processor {
+    pub fn new(
+        log: Arc<Log>,
+        topic: Arc<Topic>,
+        registry: Arc<Registry>,
+        group: &str,
+    ) -> Processor {
+        Processor {
+            log,
+            topic,
+            registry,
+            group: group.to_owned(),
+        }
+    }
+
+    /// Runs until `stop` is set: follows the group's assignment, decides the owned partitions'
+    /// commands, publishes their outcomes, commits their offsets. `on_assign` hears each new
+    /// assignment.
+    pub fn run(&self, stop: &AtomicBool, on_assign: &dyn Fn(&[u32])) -> Result<(), CommandError> {
+        let partitions = self.topic.partitions().len() as u32;
+        let (commands, outcomes, cfg) = both_side_topics(&self.log, partitions)?;
+        let mut cc = cfg.reader_config();
+        cc.set("group.id", &self.group)
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("partition.assignment.strategy", "roundrobin");
+        let consumer: BaseConsumer = cc.create().map_err(kafka_err("cannot create a consumer"))?;
+        consumer
+            .subscribe(&[&commands])
+            .map_err(kafka_err("cannot subscribe to the commands"))?;
+        let producer: FutureProducer = cfg
+            .producer_config()
+            .create()
+            .map_err(kafka_err("cannot create a producer"))?;
+        let mut engine: Option<Engine> = None;
+        let mut owned: Vec<u32> = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            let first = consumer.poll(Duration::from_millis(200));
+            let now_owned = assigned(&consumer);
+            if now_owned != owned {
+                // A new assignment: the old workers finish what they hold, new ones restore
+                // the owned partitions from the log.
+                engine = None;
+                owned = now_owned;
+                if !owned.is_empty() {
+                    engine = Some(Engine::start_owning(
+                        self.topic.clone(),
+                        self.registry.clone(),
+                        &owned,
+                    )?);
+                }
+                on_assign(&owned);
+            }
+            let Some(first) = first else { continue };
+            let first = first.map_err(kafka_err("cannot read the commands"))?;
+            let mut batch = vec![first.detach()];
+            while batch.len() < MAX_POLL_BATCH {
+                match consumer.poll(Duration::ZERO) {
+                    Some(Ok(m)) => batch.push(m.detach()),
+                    Some(Err(e)) => return Err(kafka_err("cannot read the commands")(e)),
+                    None => break,
+                }
+            }
+            let Some(engine) = engine.as_ref() else {
+                continue;
+            };
+            let mut commit = TopicPartitionList::new();
+            let mut pending = Vec::with_capacity(batch.len());
+            for m in &batch {
+                let record = m
+                    .payload()
+                    .ok_or_else(|| "an empty record".to_owned())
+                    .and_then(|v| {
+                        serde_json::from_slice::<CommandRecord>(v).map_err(|e| e.to_string())
+                    });
+                pending.push((m, record));
+            }
+            // Decide them all (pipelined through the workers), retrying those whose append
+            // lost to another writer, then publish every outcome before committing.
+            let mut outs = Vec::with_capacity(pending.len());
+            let mut submitted = Vec::with_capacity(pending.len());
+            for (m, record) in pending {
+                match record {
+                    Ok(r) => {
+                        let id = r.meta.command_id.clone().unwrap_or_default();
+                        let p = engine.submit_blocking(r.command.clone(), r.meta.clone());
+                        submitted.push((m, id, Some(r), p));
+                    }
+                    Err(e) => outs.push((
+                        m,
+                        OutcomeRecord {
+                            command_id: String::new(),
+                            outcome: None,
+                            error: Some(("bad_command".into(), 400, e)),
+                        },
+                    )),
+                }
+            }
+            for (m, id, r, p) in submitted {
+                let mut result = p.and_then(|p| p.wait());
+                let mut attempts = 1;
+                while let Err(CommandError::Unavailable(_)) = &result {
+                    if attempts >= MAX_ATTEMPTS || stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempts)));
+                    let r = r.as_ref().expect("a decoded command");
+                    result = engine.execute_blocking(r.command.clone(), r.meta.clone());
+                }
+                let out = match result {
+                    Ok(o) => OutcomeRecord {
+                        command_id: id,
+                        outcome: Some(serde_json::to_value(&o).expect("serialisable")),
+                        error: None,
+                    },
+                    // Still unavailable: leave it uncommitted; the next owner (or this one
+                    // after a restart) decides it again.
+                    Err(CommandError::Unavailable(e)) => {
+                        tracing::warn!(command = %id, error = %e, "command not decided; it stays uncommitted");
+                        return Err(CommandError::Unavailable(e));
+                    }
+                    Err(e) => OutcomeRecord {
+                        command_id: id,
+                        outcome: None,
+                        error: Some((e.code().into(), e.status(), e.to_string())),
+                    },
+                };
+                outs.push((m, out));
+            }
+            let mut deliveries = Vec::with_capacity(outs.len());
+            for (m, out) in &outs {
+                let value = serde_json::to_vec(out).expect("serialisable");
+                let record = FutureRecord::to(&outcomes)
+                    .partition(m.partition())
+                    .key(out.command_id.as_bytes())
+                    .payload(&value);
+                deliveries.push(
+                    producer
+                        .send_result(record)
+                        .map_err(|(e, _)| kafka_err("cannot publish an outcome")(e))?,
+                );
+                commit
+                    .add_partition_offset(&commands, m.partition(), Offset::Offset(m.offset() + 1))
+                    .map_err(kafka_err("bad offset"))?;
+            }
+            for d in deliveries {
+                match futures::executor::block_on(d) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(kafka_err("cannot publish an outcome")(e)),
+                    Err(_) => {
+                        return Err(CommandError::unavailable("an outcome was not delivered"));
+                    }
+                }
+            }
+            if commit.count() > 0 {
+                consumer
+                    .commit(&commit, CommitMode::Sync)
+                    .map_err(kafka_err("cannot commit the commands' offsets"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The partitions of the commands topic assigned to this member, sorted.
+fn assigned(consumer: &BaseConsumer) -> Vec<u32> {
+    let mut v: Vec<u32> = consumer
+        .assignment()
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .map(|e| e.partition() as u32)
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v.dedup();
+    v
+}

@@ -1,0 +1,63 @@
+//! `annals process`: one command-processor instance of the Kafka deployment. It joins the
+//! processors' consumer group on the commands topic, owns the partitions the group assigns
+//! it, decides their commands and writes their events (see `annals_processors::bus`). Run
+//! several on as many machines; when one stops or dies, the others take its partitions over.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use annals_events::LogConfig;
+use annals_processors::bus::Processor;
+
+use crate::{Context, Failure};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The consumer group the instances share (default: `<topic_prefix>processors`).
+    #[arg(long)]
+    group: Option<String>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Release);
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
+    if ctx.config.log.kafka_config().is_none() {
+        return Err(Failure::usage(
+            "annals process runs command processors of the Kafka deployment ([log] backend = \"kafka\"); on the embedded log, `annals serve` decides commands itself",
+        ));
+    }
+    let log = Arc::new(ctx.open_log(LogConfig::default())?);
+    let topic = log.create_topic("events", ctx.config.log.partitions)?;
+    let registry = Arc::new(super::registry(ctx)?);
+    let group = args.group.unwrap_or_else(|| {
+        let prefix = ctx
+            .config
+            .log
+            .kafka_config()
+            .map(|k| k.topic_prefix)
+            .unwrap_or_default();
+        format!("{prefix}processors")
+    });
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    println!(
+        "annals process: joining group {} on {} ({} partitions); Ctrl-C to stop",
+        group,
+        log.location(),
+        topic.partitions().len()
+    );
+    let processor = Processor::new(log.clone(), topic, registry, &group);
+    processor
+        .run(&STOP, &|owned| println!("owns partitions {owned:?}"))
+        .map_err(|e| Failure::failed(format!("processor stopped: {e}")))?;
+    println!("annals process: stopped");
+    Ok(ExitCode::SUCCESS)
+}
