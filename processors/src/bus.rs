@@ -144,8 +144,10 @@ impl CommandBus {
     pub fn connect(log: &Log, topic: &Topic) -> Result<CommandBus, CommandError> {
         let partitions = topic.partitions().len() as u32;
         let (commands, outcomes, cfg) = both_side_topics(log, partitions)?;
+        // A caller resends a command that got no outcome, so a send need not wait long.
         let producer: FutureProducer = cfg
             .producer_config()
+            .set("message.timeout.ms", "15000")
             .create()
             .map_err(kafka_err("cannot create a producer"))?;
         // Listen from each partition's current end: every outcome of a command sent after
