@@ -11,51 +11,11 @@ use annals_events::log::Mode;
 use annals_events::log::kafka::verify::verify;
 use annals_events::{Appended, KafkaConfig, Log, LogConfig, LogError, NewEvent};
 
-fn brokers() -> Option<String> {
-    match std::env::var("ANNALS_TEST_KAFKA") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ if std::env::var("ANNALS_SKIP_SERVERS").as_deref() == Ok("1") => {
-            eprintln!("note: skipped: ANNALS_SKIP_SERVERS=1 and no ANNALS_TEST_KAFKA");
-            None
-        }
-        _ => panic!(
-            "ANNALS_TEST_KAFKA is not set (scripts/test sets it), or set ANNALS_SKIP_SERVERS=1"
-        ),
-    }
-}
-
-/// A Kafka config with a topic prefix of its own, so tests never share topics.
-fn config(brokers: &str, test: &str) -> KafkaConfig {
-    let mut cfg = KafkaConfig::new(brokers);
-    cfg.topic_prefix = format!(
-        "{test}-{}-{}.",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_micros()
-    );
-    cfg
-}
+mod common;
+use common::{brokers, config, event};
 
 fn open(dir: &Path, cfg: &KafkaConfig, mode: Mode) -> Log {
     Log::open_kafka(dir, cfg.clone(), LogConfig::default(), mode).unwrap()
-}
-
-fn event(tenant: &str, n: u64) -> NewEvent {
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        tenant: tenant.into(),
-        stream: format!("ingest.Source/{tenant}").into(),
-        stream_version: n + 1,
-        event_type: "ingest.SignalIngested".into(),
-        schema_id: 6,
-        occurred_at: 1_700_000_000_000_000 + n as i64,
-        actor: "test".into(),
-        causation_id: Some(format!("cmd-{n}").into()),
-        correlation_id: None,
-        payload: (0..200).map(|i| (i as u64 ^ n) as u8).collect(),
-    }
 }
 
 /// Every event of partition `p` a fresh reader sees: (seq, event id, hash).

@@ -8,37 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use annals_events::log::Mode;
-use annals_events::{KafkaConfig, Log, LogConfig, NewEvent};
+use annals_events::{Log, LogConfig};
 
-fn event(n: u64) -> NewEvent {
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        tenant: "t".into(),
-        stream: "ingest.Source/t".into(),
-        stream_version: n + 1,
-        event_type: "ingest.SignalIngested".into(),
-        schema_id: 6,
-        occurred_at: 1_700_000_000_000_000 + n as i64,
-        actor: "test".into(),
-        causation_id: Some(format!("cmd-{n}").into()),
-        correlation_id: None,
-        payload: vec![n as u8; 300],
-    }
-}
+mod common;
 
 #[test]
 fn a_broker_restart_loses_and_doubles_nothing() {
-    let brokers = match std::env::var("ANNALS_TEST_KAFKA") {
-        Ok(b) if !b.is_empty() => b,
-        _ if std::env::var("ANNALS_SKIP_SERVERS").as_deref() == Ok("1") => {
-            eprintln!("note: skipped: ANNALS_SKIP_SERVERS=1 and no ANNALS_TEST_KAFKA");
-            return;
-        }
-        _ => panic!("ANNALS_TEST_KAFKA is not set (scripts/test sets it)"),
+    let Some(brokers) = common::brokers() else {
+        return;
     };
     let services = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
-    let mut cfg = KafkaConfig::new(brokers);
-    cfg.topic_prefix = format!("restart-{}.", std::process::id());
+    let mut cfg = common::config(&brokers, "restart");
     cfg.timeout = Duration::from_secs(30);
     // tansu 0.6.0 stops serving produce requests when an idempotent producer resumes after a
     // restart (a panic in its idempotence check); without idempotence the chain rule still
@@ -114,7 +94,10 @@ fn a_broker_restart_loses_and_doubles_nothing() {
             restarted = true;
         }
         n += 1;
-        match part.append_blocking(vec![event(n), event(n + 1_000_000)]) {
+        match part.append_blocking(vec![
+            common::event("t", n),
+            common::event("t", n + 1_000_000),
+        ]) {
             Ok(a) => {
                 acked.extend(a);
                 acked_count.store(acked.len(), Ordering::Release);

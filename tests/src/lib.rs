@@ -79,3 +79,30 @@ pub fn record_offsets(segment: &[u8]) -> Vec<usize> {
     }
     out
 }
+
+/// A test server's address from `var` (set by `scripts/test`), or `None` when the run skips
+/// servers (`ANNALS_SKIP_SERVERS=1`, said in a note). Panics when neither is set: a server
+/// test must not pass by doing nothing.
+pub fn test_server(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("ANNALS_SKIP_SERVERS").as_deref() == Ok("1") => {
+            eprintln!("note: skipped: ANNALS_SKIP_SERVERS=1 and no {var}");
+            None
+        }
+        _ => panic!("{var} is not set (scripts/test sets it), or set ANNALS_SKIP_SERVERS=1"),
+    }
+}
+
+/// A name no other test run uses (Kafka topic prefixes, schemas, databases): `tag`, this
+/// process and the time.
+pub fn unique_name(tag: &str) -> String {
+    format!(
+        "{tag}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_micros()
+    )
+}

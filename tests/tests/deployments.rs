@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use annals_tests::{annals_bin, stderr, stdout};
+use annals_tests::{annals_bin, stderr, stdout, test_server, unique_name};
 
 /// The distributed servers, or `None` when the run skips servers.
 struct Servers {
@@ -19,25 +19,11 @@ struct Servers {
 }
 
 fn servers() -> Option<Servers> {
-    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (
-        get("ANNALS_TEST_KAFKA"),
-        get("ANNALS_TEST_POSTGRES"),
-        get("ANNALS_TEST_CLICKHOUSE"),
-    ) {
-        (Some(kafka), Some(postgres), Some(clickhouse)) => Some(Servers {
-            kafka,
-            postgres,
-            clickhouse,
-        }),
-        _ if std::env::var("ANNALS_SKIP_SERVERS").as_deref() == Ok("1") => {
-            eprintln!("note: the distributed half skipped: ANNALS_SKIP_SERVERS=1");
-            None
-        }
-        _ => panic!(
-            "ANNALS_TEST_KAFKA, ANNALS_TEST_POSTGRES and ANNALS_TEST_CLICKHOUSE must be set (scripts/test sets them), or ANNALS_SKIP_SERVERS=1"
-        ),
-    }
+    Some(Servers {
+        kafka: test_server("ANNALS_TEST_KAFKA")?,
+        postgres: test_server("ANNALS_TEST_POSTGRES")?,
+        clickhouse: test_server("ANNALS_TEST_CLICKHOUSE")?,
+    })
 }
 
 /// A deployment under test: a data dir and the config that selects its backends.
@@ -65,14 +51,7 @@ impl Deployment {
     fn distributed(s: &Servers, tag: &str) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("annals.toml");
-        let unique = format!(
-            "{tag}_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_micros()
-        );
+        let unique = unique_name(tag);
         std::fs::write(
             &config,
             format!(

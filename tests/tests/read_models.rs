@@ -5,7 +5,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-use annals_tests::{annals, stderr, stdout};
+use annals_tests::{annals, stderr, stdout, test_server, unique_name};
 
 fn annals_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(annals_tests::annals_bin());
@@ -116,13 +116,8 @@ fn killed_between_rows_and_position_on_the_embedded_stores() {
 
 #[test]
 fn killed_between_rows_and_position_on_clickhouse() {
-    let url = match std::env::var("ANNALS_TEST_CLICKHOUSE") {
-        Ok(u) if !u.is_empty() => u,
-        _ if std::env::var("ANNALS_SKIP_SERVERS").as_deref() == Ok("1") => {
-            eprintln!("note: skipped: ANNALS_SKIP_SERVERS=1 and no ANNALS_TEST_CLICKHOUSE");
-            return;
-        }
-        _ => panic!("ANNALS_TEST_CLICKHOUSE is not set (scripts/test sets it)"),
+    let Some(url) = test_server("ANNALS_TEST_CLICKHOUSE") else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     demo_without_read_models(dir.path());
@@ -158,29 +153,15 @@ fn killed_between_rows_and_position_on_clickhouse() {
 /// ClickHouse: redelivered events after the crash never double-count.
 #[test]
 fn killed_between_rows_and_position_reading_from_kafka_into_postgres_and_clickhouse() {
-    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let (Some(kafka), Some(pg), Some(ch)) = (
-        get("ANNALS_TEST_KAFKA"),
-        get("ANNALS_TEST_POSTGRES"),
-        get("ANNALS_TEST_CLICKHOUSE"),
+        test_server("ANNALS_TEST_KAFKA"),
+        test_server("ANNALS_TEST_POSTGRES"),
+        test_server("ANNALS_TEST_CLICKHOUSE"),
     ) else {
-        assert_eq!(
-            std::env::var("ANNALS_SKIP_SERVERS").as_deref(),
-            Ok("1"),
-            "ANNALS_TEST_KAFKA, ANNALS_TEST_POSTGRES and ANNALS_TEST_CLICKHOUSE must be set (scripts/test sets them)"
-        );
-        eprintln!("note: skipped: ANNALS_SKIP_SERVERS=1");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let unique = format!(
-        "kill_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_micros()
-    );
+    let unique = unique_name("kill");
     let log_cfg = format!(
         "[log]\nbackend = \"kafka\"\npartitions = 4\n[log.kafka]\nbrokers = \"{kafka}\"\ntopic_prefix = \"{unique}.\"\n"
     );
