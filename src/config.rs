@@ -87,6 +87,10 @@ pub struct KafkaSection {
     /// Whether writers use the idempotent producer (default true). tansu 0.6.0 needs false to
     /// survive its own restarts; correctness does not depend on it (see ARCHITECTURE.md).
     pub idempotence: Option<bool>,
+    /// Who decides commands `annals serve` takes: `local` (default: the serving process, the
+    /// one writer of every partition) or `processors` (`annals process` instances, reached
+    /// through the commands topic).
+    pub commands: Option<String>,
     /// Whether records carry readable headers (event type, tenant, stream, seq; default true).
     /// tansu 0.6.0 reads records with headers about 20 times slower.
     pub headers: Option<bool>,
@@ -96,6 +100,15 @@ pub struct KafkaSection {
 }
 
 impl LogSection {
+    /// Whether `annals serve` sends commands to `annals process` instances.
+    pub fn commands_to_processors(&self) -> bool {
+        self.backend == Backend::Kafka
+            && self
+                .kafka
+                .as_ref()
+                .is_some_and(|k| k.commands.as_deref() == Some("processors"))
+    }
+
     /// Opens the log for reading only on this backend: takes no lock, changes nothing.
     pub fn open_read_only(
         &self,
@@ -332,6 +345,14 @@ impl Config {
             }
             if k.replication_factor.is_some_and(|r| !(1..=16).contains(&r)) {
                 return Err("[log.kafka] replication_factor must be 1 to 16".into());
+            }
+            if let Some(c) = &k.commands
+                && c != "local"
+                && c != "processors"
+            {
+                return Err(format!(
+                    "[log.kafka] commands = {c:?}: use \"local\" (serve decides) or \"processors\" (annals process instances decide)"
+                ));
             }
             if k.timeout_seconds == Some(0) {
                 return Err("[log.kafka] timeout_seconds must be at least 1".into());

@@ -122,7 +122,7 @@ impl From<Written> for WrittenEvent {
     fn from(w: Written) -> WrittenEvent {
         WrittenEvent {
             event_id: w.event_id,
-            event_type: w.event_type.to_owned(),
+            event_type: w.event_type.to_string(),
             stream_version: w.stream_version,
             partition: w.partition,
             seq: w.seq,

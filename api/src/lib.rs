@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use annals_events::Log;
-use annals_processors::{CommandMeta, Engine};
+use annals_processors::{CommandMeta, CommandPath};
 use annals_schemas::Registry;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -64,7 +64,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    engine: Arc<Engine>,
+    engine: CommandPath,
     log: Arc<Log>,
     registry: Arc<Registry>,
     tokens: auth::Tokens,
@@ -86,16 +86,17 @@ pub type ErasedHook = Arc<dyn Fn() + Send + Sync>;
 pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
-    /// `engine` must be running on `log`'s `events` topic.
+    /// `engine` must decide commands for `log`'s `events` topic (its own engine, or the
+    /// processors behind the Kafka command bus).
     pub fn new(
-        engine: Arc<Engine>,
+        engine: impl Into<CommandPath>,
         log: Arc<Log>,
         registry: Arc<Registry>,
         settings: &Settings,
     ) -> AppState {
         AppState {
             inner: Arc::new(Inner {
-                engine,
+                engine: engine.into(),
                 log,
                 registry,
                 tokens: auth::Tokens::new(&settings.auth),
@@ -146,7 +147,7 @@ impl AppState {
         self.inner.ready.store(ready, Ordering::Relaxed);
     }
 
-    pub fn engine(&self) -> &Arc<Engine> {
+    pub fn engine(&self) -> &CommandPath {
         &self.inner.engine
     }
 }

@@ -60,8 +60,9 @@ pub struct OutcomeRecord {
     pub command_id: String,
     /// The accepted outcome (as [`crate::Outcome`] serialises), or `None` when refused.
     pub outcome: Option<serde_json::Value>,
-    /// Why it was refused: a stable code, the HTTP status it maps to, and the message.
-    pub error: Option<(String, u16, String)>,
+    /// Why it was refused: a stable code, the HTTP status it maps to, the message, and the
+    /// command's field at fault.
+    pub error: Option<(String, u16, String, Option<String>)>,
 }
 
 fn kafka_err(context: &str) -> impl Fn(rdkafka::error::KafkaError) -> CommandError + '_ {
@@ -342,7 +343,7 @@ impl Processor {
                         OutcomeRecord {
                             command_id: String::new(),
                             outcome: None,
-                            error: Some(("bad_command".into(), 400, e)),
+                            error: Some(("bad_command".into(), 400, e, None)),
                         },
                     )),
                 }
@@ -371,11 +372,17 @@ impl Processor {
                         tracing::warn!(command = %id, error = %e, "command not decided; it stays uncommitted");
                         return Err(CommandError::Unavailable(e));
                     }
-                    Err(e) => OutcomeRecord {
-                        command_id: id,
-                        outcome: None,
-                        error: Some((e.code().into(), e.status(), e.to_string())),
-                    },
+                    Err(e) => {
+                        let field = match &e {
+                            CommandError::Refused(d) => d.field.clone(),
+                            CommandError::Unavailable(_) => None,
+                        };
+                        OutcomeRecord {
+                            command_id: id,
+                            outcome: None,
+                            error: Some((e.code().into(), e.status(), e.to_string(), field)),
+                        }
+                    }
                 };
                 outs.push((m, out));
             }

@@ -117,17 +117,17 @@ pub struct CommandMeta {
 }
 
 /// One event a command wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Written {
     pub event_id: String,
-    pub event_type: &'static str,
+    pub event_type: std::borrow::Cow<'static, str>,
     pub stream_version: u64,
     pub partition: u32,
     pub seq: u64,
 }
 
 /// What an accepted command did. `events` is empty when it changed nothing (an idempotent repeat).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub stream: String,
     /// The stream's version after the command.

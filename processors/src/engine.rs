@@ -385,7 +385,7 @@ impl Worker {
                     let a = &acks[d.first + i];
                     Written {
                         event_id: a.event_id.to_string(),
-                        event_type: t,
+                        event_type: std::borrow::Cow::Borrowed(*t),
                         stream_version: d.from_version + i as u64 + 1,
                         partition: a.partition,
                         seq: a.seq,

@@ -16,9 +16,11 @@
 pub mod bus;
 pub mod command;
 pub mod engine;
+pub mod path;
 mod state;
 
 pub use state::PartitionState;
 
 pub use command::{Command, CommandError, CommandMeta, Outcome, Written};
 pub use engine::{Engine, EngineStats};
+pub use path::CommandPath;

@@ -49,7 +49,7 @@ struct Summary {
     commands: u64,
     refused: u64,
     events_written: u64,
-    events_by_type: BTreeMap<&'static str, u64>,
+    events_by_type: BTreeMap<std::borrow::Cow<'static, str>, u64>,
     duplicates_refused: u64,
     /// Issued invoices: currency → (count, total in minor units), read back from the log.
     invoices_issued: BTreeMap<String, (u64, i64)>,
@@ -69,7 +69,7 @@ impl Summary {
         self.events_written += outcome.events.len() as u64;
         self.duplicates_refused += outcome.duplicates;
         for e in &outcome.events {
-            *self.events_by_type.entry(e.event_type).or_default() += 1;
+            *self.events_by_type.entry(e.event_type.clone()).or_default() += 1;
             if e.event_type == "billing.InvoiceIssued" {
                 self.issued.push(e.clone());
             }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals_events::{Log, LogConfig};
-use annals_processors::Engine;
+use annals_processors::bus::CommandBus;
+use annals_processors::{CommandPath, Engine};
 use annals_projections::follow::Follower;
 use annals_schemas::Registry;
 
@@ -28,11 +29,23 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     let server = &ctx.config.server;
     let listen = args.listen.unwrap_or_else(|| server.listen.clone());
     let registry = Arc::new(super::registry(ctx)?);
-    let log = Arc::new(ctx.open_log(LogConfig {
+    let to_processors = ctx.config.log.commands_to_processors();
+    let log = ctx.open_log(LogConfig {
         segment_bytes: ctx.config.log.segment_bytes,
         ..LogConfig::default()
-    })?);
+    })?;
     let topic = log.create_topic(annals_api::EVENTS_TOPIC, ctx.config.log.partitions)?;
+    // With processors deciding commands this process writes nothing: it reads the log as
+    // another process does (its heads then follow what the processors append).
+    let (log, topic) = if to_processors {
+        drop(topic);
+        drop(log);
+        let log = ctx.open_log_read_only()?;
+        let topic = log.topic(annals_api::EVENTS_TOPIC)?;
+        (Arc::new(log), topic)
+    } else {
+        (Arc::new(log), topic)
+    };
     let partitions = topic.partitions().len();
     let follower = if ctx.config.read_models.follow.unwrap_or(true) {
         Some(Follower::new(
@@ -45,11 +58,21 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         None
     };
     let followed = topic.clone();
-    // Starting the engine blocks until every partition's aggregates are rebuilt: before the
-    // async runtime exists.
-    let engine = Arc::new(
-        Engine::start(topic, registry.clone()).map_err(|e| Failure::failed(e.to_string()))?,
-    );
+    // On Kafka with `[log.kafka] commands = "processors"`, `annals process` instances decide
+    // the commands; otherwise this process does. Starting the engine blocks until every
+    // partition's aggregates are rebuilt: before the async runtime exists.
+    let engine: CommandPath = if to_processors {
+        let bus = CommandBus::connect(&log, &topic).map_err(|e| Failure::failed(e.to_string()))?;
+        CommandPath::Bus {
+            bus: Arc::new(bus),
+            topic,
+        }
+    } else {
+        Arc::new(
+            Engine::start(topic, registry.clone()).map_err(|e| Failure::failed(e.to_string()))?,
+        )
+        .into()
+    };
     let settings = annals_api::Settings {
         auth: server.auth(),
         max_body_bytes: usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX),
@@ -60,7 +83,13 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
             "no API tokens configured: only /health, /ready, /metrics and /openapi.json will answer; set [server] operator_token (or ANNALS__SERVER__OPERATOR_TOKEN) and [[server.tokens]]"
         );
     }
-    let checkpoints = Checkpoints::start(ctx, log.clone(), registry.clone())?;
+    // Checkpoints are appended by a partition's writer: with processors deciding commands,
+    // this process is not one (run `annals checkpoint` beside them).
+    let checkpoints = if to_processors {
+        None
+    } else {
+        Some(Checkpoints::start(ctx, log.clone(), registry.clone())?)
+    };
     let state = annals_api::AppState::new(engine.clone(), log.clone(), registry, &settings);
     state.set_subject_keys(annals_audit::SubjectKeys::open(&ctx.data_dir));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -113,7 +142,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     // Let the runtime finish before the engine's workers are stopped (its last reference).
     drop(runtime);
     drop(engine);
-    checkpoints.stop();
+    if let Some(c) = checkpoints {
+        c.stop();
+    }
     result?;
     if !ctx.json {
         println!("annals serve: stopped");

@@ -49,13 +49,18 @@ impl Deployment {
     }
 
     fn distributed(s: &Servers, tag: &str) -> Deployment {
+        Self::distributed_with(s, tag, "")
+    }
+
+    /// [`Self::distributed`] with more `[log.kafka]` settings.
+    fn distributed_with(s: &Servers, tag: &str, kafka_extra: &str) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("annals.toml");
         let unique = unique_name(tag);
         std::fs::write(
             &config,
             format!(
-                "[log]\nbackend = \"kafka\"\npartitions = 4\n\n[log.kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{unique}.\"\n\n[read_models]\npostgres = \"{}\"\npostgres_schema = \"{unique}\"\nclickhouse = \"{}\"\nclickhouse_database = \"{unique}\"\n",
+                "[log]\nbackend = \"kafka\"\npartitions = 4\n\n[log.kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{unique}.\"\n{kafka_extra}\n[read_models]\npostgres = \"{}\"\npostgres_schema = \"{unique}\"\nclickhouse = \"{}\"\nclickhouse_database = \"{unique}\"\n",
                 s.kafka, s.postgres, s.clickhouse
             ),
         )
@@ -317,4 +322,32 @@ fn serve_takes_commands_over_http_on_both_deployments() {
     let Some(servers) = servers() else { return };
     let kafka = Deployment::distributed(&servers, "serve");
     assert_eq!(serve_scenario(&kafka), here);
+
+    // The same with the commands decided by an `annals process` instance: serve sends them
+    // through the commands topic and answers with the processor's outcome.
+    let bus = Deployment::distributed_with(&servers, "bus", "commands = \"processors\"\n");
+    let processor = KillOnDrop(
+        Command::new(annals_bin())
+            .arg("--config")
+            .arg(&bus.config)
+            .args(["--data-dir", "processor", "process"])
+            .current_dir(bus.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let answers = serve_scenario(&bus);
+    drop(processor);
+    assert_eq!(answers, here);
+}
+
+/// A child process that ends with the test, even one that fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
 }

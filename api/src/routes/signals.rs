@@ -173,7 +173,7 @@ fn parse(bytes: &[u8], format: Format) -> Result<Vec<(String, Vec<SignalInput>)>
 
 /// One source's signals, in commands of at most [`MAX_BATCH`], one after the other.
 async fn run_source(
-    engine: &annals_processors::Engine,
+    engine: &annals_processors::CommandPath,
     tenant: String,
     source: String,
     mut signals: Vec<SignalInput>,
