@@ -382,7 +382,7 @@ fn every_context_goes_through_the_command_path_and_survives_a_restart() {
         )
         .unwrap();
     assert_eq!(
-        (issued.stream_version, issued.events[0].event_type),
+        (issued.stream_version, &*issued.events[0].event_type),
         (3, "billing.InvoiceIssued")
     );
     assert!(
