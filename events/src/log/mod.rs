@@ -121,6 +121,21 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// Damage found at `seq` of a partition.
+    pub(crate) fn corrupt(
+        topic: &str,
+        partition: u32,
+        seq: u64,
+        detail: impl Into<String>,
+    ) -> LogError {
+        LogError::Corrupt {
+            topic: topic.to_owned(),
+            partition,
+            seq,
+            detail: detail.into(),
+        }
+    }
+
     pub(crate) fn kafka(
         brokers: &str,
         context: impl Into<String>,

@@ -39,12 +39,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn corrupt(&self, seq: u64, detail: impl Into<String>) -> LogError {
-        LogError::Corrupt {
-            topic: self.topic.clone(),
-            partition: self.id,
-            seq,
-            detail: detail.into(),
-        }
+        LogError::corrupt(&self.topic, self.id, seq, detail)
     }
 }
 
