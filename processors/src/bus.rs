@@ -37,12 +37,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::command::{Command, CommandError, CommandMeta};
-use crate::engine::Engine;
+use crate::engine::{Engine, Restore};
+use crate::snapshot::SnapshotStore;
 
 /// The side topic commands travel on.
 pub const COMMANDS_TOPIC: &str = "_commands";
 /// The side topic outcomes travel on.
 pub const OUTCOMES_TOPIC: &str = "_outcomes";
+/// The side topic partition owners keep snapshots in (partition p's on partition p).
+pub const SNAPSHOTS_TOPIC: &str = "_snapshots";
 /// Commands a processor takes from one poll before deciding them.
 const MAX_POLL_BATCH: usize = 500;
 /// Times a processor decides a command again after its append lost to another writer.
@@ -265,10 +268,16 @@ impl Processor {
 
     /// Runs until `stop` is set: follows the group's assignment, decides the owned partitions'
     /// commands, publishes their outcomes, commits their offsets. `on_assign` hears each new
-    /// assignment.
-    pub fn run(&self, stop: &AtomicBool, on_assign: &dyn Fn(&[u32])) -> Result<(), CommandError> {
+    /// assignment and how each partition was restored.
+    pub fn run(
+        &self,
+        stop: &AtomicBool,
+        on_assign: &dyn Fn(&[u32], &[Restore]),
+    ) -> Result<(), CommandError> {
         let partitions = self.topic.partitions().len() as u32;
         let (commands, outcomes, cfg) = both_side_topics(&self.log, partitions)?;
+        let snapshots: Arc<dyn SnapshotStore> =
+            Arc::new(KafkaSnapshots::open(&self.log, partitions)?);
         let mut cc = cfg.reader_config();
         cc.set("group.id", &self.group)
             .set("enable.partition.eof", "false")
@@ -294,14 +303,18 @@ impl Processor {
                 // the owned partitions from the log.
                 engine = None;
                 owned = now_owned;
+                let mut restores = Vec::new();
                 if !owned.is_empty() {
-                    engine = Some(Engine::start_owning(
+                    let e = Engine::start_with_snapshots(
                         self.topic.clone(),
                         self.registry.clone(),
                         &owned,
-                    )?);
+                        Some(snapshots.clone()),
+                    )?;
+                    restores = e.restores();
+                    engine = Some(e);
                 }
-                on_assign(&owned);
+                on_assign(&owned, &restores);
             }
             let Some(first) = first else { continue };
             let first = first.map_err(kafka_err("cannot read the commands"))?;
@@ -418,6 +431,79 @@ impl Processor {
             }
         }
         Ok(())
+    }
+}
+
+/// Snapshots in the side topic `_snapshots`: partition p's latest is the last record of its
+/// partition p.
+struct KafkaSnapshots {
+    topic: String,
+    cfg: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl KafkaSnapshots {
+    fn open(log: &Log, partitions: u32) -> Result<KafkaSnapshots, CommandError> {
+        let (topic, cfg) = log
+            .kafka_side_topic(SNAPSHOTS_TOPIC, partitions)
+            .map_err(CommandError::unavailable)?;
+        let producer = cfg
+            .producer_config()
+            .create()
+            .map_err(kafka_err("cannot create a producer"))?;
+        Ok(KafkaSnapshots {
+            topic,
+            cfg,
+            producer,
+        })
+    }
+}
+
+impl SnapshotStore for KafkaSnapshots {
+    fn load(&self, partition: u32) -> Result<Option<Vec<u8>>, String> {
+        let consumer: BaseConsumer = self
+            .cfg
+            .reader_config()
+            .create()
+            .map_err(|e| e.to_string())?;
+        let (_, high) = consumer
+            .fetch_watermarks(&self.topic, partition as i32, self.cfg.timeout)
+            .map_err(|e| e.to_string())?;
+        if high == 0 {
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition as i32, Offset::Offset(high - 1))
+            .map_err(|e| e.to_string())?;
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + self.cfg.timeout;
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) if m.offset() == high - 1 => {
+                    return Ok(m.payload().map(<[u8]>::to_vec));
+                }
+                Some(Ok(_)) | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(e.to_string()),
+            }
+        }
+        Err(format!(
+            "no snapshot record arrived within {:?}",
+            self.cfg.timeout
+        ))
+    }
+
+    fn save(&self, partition: u32, snapshot: &[u8]) -> Result<(), String> {
+        let key = partition.to_string();
+        let record = FutureRecord::to(&self.topic)
+            .partition(partition as i32)
+            .key(&key)
+            .payload(snapshot);
+        futures::executor::block_on(
+            self.producer
+                .send(record, rdkafka::util::Timeout::After(self.cfg.timeout)),
+        )
+        .map(|_| ())
+        .map_err(|(e, _)| e.to_string())
     }
 }
 

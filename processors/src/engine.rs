@@ -17,12 +17,15 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::command::{Command, CommandError, CommandMeta, Outcome, Written};
+use crate::snapshot::{self, SnapshotStore};
 use crate::state::{Decided, PartitionState};
 
 /// Commands a worker decides before handing their events to the log.
 const MAX_BATCH_COMMANDS: usize = 1024;
 /// Commands queued per partition before callers wait (backpressure).
 const QUEUE_DEPTH: usize = 4096;
+/// Events a partition advances between snapshots (when snapshots are kept).
+pub const SNAPSHOT_EVERY: u64 = 10_000;
 
 type Reply = oneshot::Sender<Result<Outcome, CommandError>>;
 
@@ -43,6 +46,18 @@ pub struct Stats {
     pub signals_accepted: AtomicU64,
     pub signals_duplicate: AtomicU64,
     pub queued: AtomicU64,
+    /// How each worker restored its partition when it started.
+    pub restores: std::sync::Mutex<Vec<Restore>>,
+}
+
+/// How a worker restored its partition's aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Restore {
+    pub partition: u32,
+    /// The seq of the snapshot it started from, if one was used.
+    pub snapshot_seq: Option<u64>,
+    /// Events it replayed from the log.
+    pub replayed: u64,
 }
 
 /// A snapshot of [`Stats`].
@@ -91,6 +106,18 @@ impl Engine {
         registry: Arc<Registry>,
         owned: &[u32],
     ) -> Result<Engine, CommandError> {
+        Self::start_with_snapshots(topic, registry, owned, None)
+    }
+
+    /// [`Self::start_owning`], with each worker restoring its partition from the latest
+    /// snapshot in `snapshots` (then the events after it), and saving a new one whenever it is
+    /// idle with at least [`SNAPSHOT_EVERY`] events since the last, and when it stops.
+    pub fn start_with_snapshots(
+        topic: Arc<Topic>,
+        registry: Arc<Registry>,
+        owned: &[u32],
+        snapshots: Option<Arc<dyn SnapshotStore>>,
+    ) -> Result<Engine, CommandError> {
         let stats = Arc::new(Stats::default());
         let mut senders: Vec<Option<mpsc::Sender<Job>>> =
             (0..topic.partitions().len()).map(|_| None).collect();
@@ -110,6 +137,7 @@ impl Engine {
                 partition: p,
                 registry: registry.clone(),
                 stats: stats.clone(),
+                snapshots: snapshots.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("annals-command-{p}"))
@@ -224,6 +252,15 @@ impl Engine {
             .copied()
     }
 
+    /// How each worker restored its partition when the engine started.
+    pub fn restores(&self) -> Vec<Restore> {
+        self.stats
+            .restores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn stats(&self) -> EngineStats {
         let s = &self.stats;
         EngineStats {
@@ -259,6 +296,7 @@ struct Worker {
     partition: u32,
     registry: Arc<Registry>,
     stats: Arc<Stats>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
 }
 
 impl Worker {
@@ -271,7 +309,7 @@ impl Worker {
             }
         };
         let partition = &self.topic.partitions()[self.partition as usize];
-        let mut state = match PartitionState::rebuild(partition, &self.registry) {
+        let mut state = match self.restore(partition) {
             Ok(s) => s,
             Err(e) => {
                 ready.send(Err(e)).ok();
@@ -280,11 +318,14 @@ impl Worker {
         };
         self.publish_rates(&state);
         ready.send(Ok(())).ok();
+        let mut snapshot_at = partition.head().next_seq;
         let mut in_flight: Option<InFlight> = None;
         loop {
             // Block for work only when nothing is in flight; otherwise take what is queued.
             let mut jobs = Vec::new();
             if in_flight.is_none() {
+                // Idle: everything decided is durable, a good moment for a snapshot.
+                self.snapshot(partition, &state, &mut snapshot_at, SNAPSHOT_EVERY);
                 match rx.blocking_recv() {
                     Some(j) => jobs.push(j),
                     None => break,
@@ -362,8 +403,68 @@ impl Worker {
                 state = self.recover(partition);
             }
         }
-        if let Some(f) = in_flight.take() {
-            self.finish(f).ok();
+        if let Some(f) = in_flight.take()
+            && self.finish(f).is_err()
+        {
+            return;
+        }
+        // Stopping (a rebalance takes the partition away): leave the next owner a snapshot.
+        self.snapshot(partition, &state, &mut snapshot_at, 1);
+    }
+
+    /// The partition's aggregates from the latest snapshot and the events after it, or from
+    /// all its events.
+    fn restore(
+        &self,
+        partition: &annals_events::Partition,
+    ) -> Result<PartitionState, CommandError> {
+        let loaded = self.snapshots.as_ref().map(|s| s.load(self.partition));
+        let from_snapshot = match loaded {
+            Some(Ok(Some(bytes))) => match snapshot::restore(&bytes, partition) {
+                Ok(found) => Some(found),
+                Err(why) => {
+                    tracing::warn!(partition = self.partition, %why, "snapshot not used");
+                    None
+                }
+            },
+            Some(Err(why)) => {
+                tracing::warn!(partition = self.partition, %why, "cannot load a snapshot");
+                None
+            }
+            _ => None,
+        };
+        let (state, from) = from_snapshot.unwrap_or_default();
+        let head = partition.head().next_seq;
+        let state = PartitionState::rebuild_from(partition, &self.registry, state, from)?;
+        self.stats
+            .restores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Restore {
+                partition: self.partition,
+                snapshot_seq: (from > 0).then_some(from),
+                replayed: head.saturating_sub(from),
+            });
+        Ok(state)
+    }
+
+    /// Saves a snapshot if the partition moved at least `every` events since the last one.
+    fn snapshot(
+        &self,
+        partition: &annals_events::Partition,
+        state: &PartitionState,
+        at: &mut u64,
+        every: u64,
+    ) {
+        let Some(store) = &self.snapshots else { return };
+        let head = partition.head();
+        if state.dirty || head.next_seq < at.saturating_add(every) || head.next_seq == 0 {
+            return;
+        }
+        let bytes = snapshot::encode(state, head.next_seq, &head.last_hash);
+        match store.save(self.partition, &bytes) {
+            Ok(()) => *at = head.next_seq,
+            Err(why) => tracing::warn!(partition = self.partition, %why, "cannot save a snapshot"),
         }
     }
 

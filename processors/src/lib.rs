@@ -17,6 +17,7 @@ pub mod bus;
 pub mod command;
 pub mod engine;
 pub mod path;
+pub mod snapshot;
 mod state;
 
 pub use state::PartitionState;

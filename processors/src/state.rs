@@ -39,8 +39,9 @@ pub(crate) struct Decided {
 }
 
 /// The aggregates of one partition, keyed by stream, as the events of the log make them. The
-/// command path decides with it; replay rebuilds it to a bound and takes its digest.
-#[derive(Default)]
+/// command path decides with it; replay rebuilds it to a bound and takes its digest. It
+/// serialises whole, as a snapshot of the partition at a seq.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct PartitionState {
     tenants: HashMap<String, Tenant>,
     contacts: HashMap<String, Contact>,
@@ -56,6 +57,7 @@ pub struct PartitionState {
     /// command sent again with the same id is recognised and writes nothing.
     commands: HashMap<String, std::collections::HashSet<String>>,
     /// An aggregate changed but its events will not be written: rebuild before deciding more.
+    #[serde(skip)]
     pub(crate) dirty: bool,
 }
 
@@ -77,8 +79,18 @@ impl PartitionState {
         partition: &Partition,
         registry: &Registry,
     ) -> Result<PartitionState, CommandError> {
-        let mut state = PartitionState::default();
-        let mut reader = partition.reader(0);
+        Self::rebuild_from(partition, registry, PartitionState::default(), 0)
+    }
+
+    /// Continues `state` — the partition's aggregates as of event `from - 1` (a snapshot) — with
+    /// the partition's events from seq `from`.
+    pub fn rebuild_from(
+        partition: &Partition,
+        registry: &Registry,
+        mut state: PartitionState,
+        from: u64,
+    ) -> Result<PartitionState, CommandError> {
+        let mut reader = partition.reader(from);
         while let Some(env) = reader.next_ref().map_err(CommandError::unavailable)? {
             state.apply_stored(&env, registry)?;
         }

@@ -56,7 +56,18 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     );
     let processor = Processor::new(log.clone(), topic, registry, &group);
     processor
-        .run(&STOP, &|owned| println!("owns partitions {owned:?}"))
+        .run(&STOP, &|owned, restores| {
+            println!("owns partitions {owned:?}");
+            for r in restores {
+                match r.snapshot_seq {
+                    Some(seq) => println!(
+                        "partition {}: restored from a snapshot at seq {seq}, then {} events",
+                        r.partition, r.replayed
+                    ),
+                    None => println!("partition {}: replayed {} events", r.partition, r.replayed),
+                }
+            }
+        })
         .map_err(|e| Failure::failed(format!("processor stopped: {e}")))?;
     println!("annals process: stopped");
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 //! (SIGKILL) mid-stream and another takes its partitions over; later one is frozen (SIGSTOP)
 //! past its session, the others take over, and it resumes still believing it owns them (a
 //! zombie). Every command is acknowledged, takes effect exactly once, and the chain verifies.
+//! A last instance restores the partitions from the snapshots the stopped ones left.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -34,8 +35,13 @@ impl Drop for Instance {
 }
 
 fn start(dir: &std::path::Path, name: &'static str) -> Instance {
+    start_with(dir, name, &[])
+}
+
+fn start_with(dir: &std::path::Path, name: &'static str, extra: &[&str]) -> Instance {
     let mut child = Command::new(annals_bin())
         .args(["--config", "annals.toml", "--data-dir", name, "process"])
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -222,6 +228,31 @@ fn processors_hand_partitions_over_without_losing_or_doubling_a_command() {
         }
         eprintln!("{} exited", i.name);
     }
+
+    // A new instance restores the partitions from the snapshots the stopped ones left. In a
+    // group of its own it reads every command again from the start: each is recognised by its
+    // id, so nothing is applied twice (checked below).
+    let d = start_with(dir.path(), "d", &["--group", "redelivery"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !d
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("restored from a snapshot"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot used: {:?}",
+            d.lines.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (id, cmd) = &commands[0];
+    let again = settle(&bus, cmd, id, None);
+    assert!(again.error.is_none(), "{again:?}");
+    signal(&d, libc::SIGINT);
+    drop(d);
     drop(bus);
 
     // Exactly once: every command's signals are in the log once.
