@@ -437,3 +437,86 @@ fn a_command_sent_again_with_its_id_is_recognised_even_after_a_restart() {
     );
     assert_eq!(total_events(&log), 4);
 }
+
+/// Snapshots kept in memory for the test.
+#[derive(Default)]
+struct MemorySnapshots(std::sync::Mutex<std::collections::HashMap<u32, Vec<u8>>>);
+
+impl annals_processors::snapshot::SnapshotStore for MemorySnapshots {
+    fn load(&self, partition: u32) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().unwrap().get(&partition).cloned())
+    }
+    fn save(&self, partition: u32, snapshot: &[u8]) -> Result<(), String> {
+        self.0.lock().unwrap().insert(partition, snapshot.to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_new_owner_restores_from_a_snapshot_that_matches_the_chain_and_ignores_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
+    let topic = log.create_topic("events", 4).unwrap();
+    let registry = Arc::new(Registry::builtin().unwrap());
+    let store = Arc::new(MemorySnapshots::default());
+    let all = [0, 1, 2, 3];
+    let p = annals_events::partitioner::partition_for("acme", 4);
+    {
+        let engine = Engine::start_with_snapshots(
+            topic.clone(),
+            registry.clone(),
+            &all,
+            Some(store.clone()),
+        )
+        .unwrap();
+        engine
+            .execute_blocking(provision("acme"), meta("p"))
+            .unwrap();
+        engine
+            .execute_blocking(signals("acme", "web", 0..5), meta("s1"))
+            .unwrap();
+        // Stopping leaves a snapshot of each partition that moved.
+    }
+    assert!(store.0.lock().unwrap().contains_key(&p));
+    let engine =
+        Engine::start_with_snapshots(topic.clone(), registry.clone(), &all, Some(store.clone()))
+            .unwrap();
+    let restored = engine
+        .restores()
+        .into_iter()
+        .find(|r| r.partition == p)
+        .unwrap();
+    assert_eq!(restored.snapshot_seq, Some(6));
+    assert_eq!(restored.replayed, 0);
+    // The restored state still knows the signals (their dedupe keys).
+    let again = engine
+        .execute_blocking(signals("acme", "web", 0..5), meta("s1"))
+        .unwrap();
+    assert!(again.events.is_empty() && again.duplicates == 5, "{again:?}");
+    let more = engine
+        .execute_blocking(signals("acme", "web", 3..8), meta("s2"))
+        .unwrap();
+    assert_eq!((more.events.len(), more.duplicates), (3, 2));
+    drop(engine);
+
+    // A snapshot whose hash is not the chain's is ignored: the owner replays the partition.
+    let mut bytes = store.0.lock().unwrap()[&p].clone();
+    let at = bytes.windows(8).position(|w| w == b"\"hash\":\"").unwrap() + 8;
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    store.0.lock().unwrap().insert(p, bytes);
+    let engine = Engine::start_with_snapshots(topic, registry, &all, Some(store.clone())).unwrap();
+    let r = engine
+        .restores()
+        .into_iter()
+        .find(|r| r.partition == p)
+        .unwrap();
+    assert_eq!((r.snapshot_seq, r.replayed), (None, 9));
+    assert!(
+        engine
+            .execute_blocking(signals("acme", "web", 0..8), meta("s3"))
+            .unwrap()
+            .events
+            .is_empty(),
+        "every signal is known after the replay"
+    );
+}
