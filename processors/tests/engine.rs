@@ -492,7 +492,10 @@ fn a_new_owner_restores_from_a_snapshot_that_matches_the_chain_and_ignores_other
     let again = engine
         .execute_blocking(signals("acme", "web", 0..5), meta("s1"))
         .unwrap();
-    assert!(again.events.is_empty() && again.duplicates == 5, "{again:?}");
+    assert!(
+        again.events.is_empty() && again.duplicates == 5,
+        "{again:?}"
+    );
     let more = engine
         .execute_blocking(signals("acme", "web", 3..8), meta("s2"))
         .unwrap();
