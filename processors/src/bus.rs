@@ -109,6 +109,8 @@ impl Drop for CommandBus {
 /// A command on its way; [`PendingOutcome::wait`] gives its outcome.
 pub struct PendingOutcome {
     pub command_id: String,
+    /// The command's own delivery to the commands topic.
+    delivery: Option<rdkafka::producer::DeliveryFuture>,
     rx: oneshot::Receiver<OutcomeRecord>,
     waiters: Waiters,
 }
@@ -118,6 +120,23 @@ impl PendingOutcome {
     /// taken effect; sending it again with the same id is safe.
     pub fn wait(mut self, timeout: Duration) -> Result<OutcomeRecord, CommandError> {
         let deadline = Instant::now() + timeout;
+        if let Some(d) = self.delivery.take() {
+            let sent = futures::executor::block_on(d);
+            if !matches!(sent, Ok(Ok(_))) {
+                self.waiters
+                    .lock()
+                    .expect("waiters")
+                    .remove(&self.command_id);
+                let why = match sent {
+                    Ok(Err((e, _))) => e.to_string(),
+                    _ => "the producer stopped".into(),
+                };
+                return Err(CommandError::Unavailable(format!(
+                    "command {} was not sent: {why}; sending it again with the same id is safe",
+                    self.command_id
+                )));
+            }
+        }
         loop {
             match self.rx.try_recv() {
                 Ok(o) => return Ok(o),
@@ -203,8 +222,9 @@ impl CommandBus {
         })
     }
 
-    /// Sends a command (with a new id unless `meta.command_id` has one) once it is in the
-    /// commands topic; wait for its outcome with [`PendingOutcome::wait`].
+    /// Hands a command (with a new id unless `meta.command_id` has one) to the producer and
+    /// returns at once, so a caller can keep many in flight; [`PendingOutcome::wait`] waits for
+    /// it to be in the commands topic and for its outcome.
     pub fn send(
         &self,
         command: Command,
@@ -221,22 +241,34 @@ impl CommandBus {
             .map_err(CommandError::unavailable)?;
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().expect("waiters").insert(id.clone(), tx);
-        let record = FutureRecord::to(&self.commands)
+        let mut record = FutureRecord::to(&self.commands)
             .partition(partition as i32)
             .key(tenant.as_bytes())
             .payload(&value);
-        let sent = futures::executor::block_on(self.producer.send(
-            record,
-            rdkafka::util::Timeout::After(Duration::from_secs(30)),
-        ));
-        if let Err((e, _)) = sent {
-            self.waiters.lock().expect("waiters").remove(&id);
-            return Err(CommandError::Unavailable(format!(
-                "cannot send the command: {e}"
-            )));
-        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(d) => break d,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) if Instant::now() < deadline => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => {
+                    self.waiters.lock().expect("waiters").remove(&id);
+                    return Err(CommandError::Unavailable(format!(
+                        "cannot send the command: {e}"
+                    )));
+                }
+            }
+        };
         Ok(PendingOutcome {
             command_id: id,
+            delivery: Some(delivery),
             rx,
             waiters: self.waiters.clone(),
         })

@@ -50,6 +50,9 @@ struct Figures {
     command_events_per_s: f64,
     command_latency_p50_ms: f64,
     command_latency_p99_ms: f64,
+    processor_events_per_s: f64,
+    processor_latency_p50_ms: f64,
+    processor_latency_p99_ms: f64,
     raw_produce_msgs_per_s: f64,
     produce_ratio: f64,
     chain_read_events_per_s: f64,
@@ -101,6 +104,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         f.command_events_per_s, f.command_latency_p50_ms, f.command_latency_p99_ms
     );
     println!(
+        "  via commands topic      : {:>9.0} events/s   latency p50 {:.1} ms, p99 {:.1} ms (a processor instance, callers await outcomes)",
+        f.processor_events_per_s, f.processor_latency_p50_ms, f.processor_latency_p99_ms
+    );
+    println!(
         "  raw rdkafka produce     : {:>9.0} msgs/s     annals = {:.0}% of it",
         f.raw_produce_msgs_per_s,
         f.produce_ratio * 100.0
@@ -141,6 +148,111 @@ fn raw_headers(i: u64) -> rdkafka::message::OwnedHeaders {
         })
 }
 
+/// Signals through the commands topic to a processor instance in this process, with 64
+/// commands in flight: (events/s, p50 ms, p99 ms) from send to awaited outcome.
+fn through_processor(
+    dir: &std::path::Path,
+    cfg: &KafkaConfig,
+    args: &Args,
+) -> Result<(f64, f64, f64), Failure> {
+    use annals_domain::ingest::{IngestCommand, SignalInput};
+    use annals_processors::bus::{CommandBus, Processor};
+    use annals_processors::{Command, CommandMeta};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let fail = |e: annals_processors::CommandError| Failure::failed(e.to_string());
+    let log = Arc::new(Log::open_kafka(
+        dir,
+        cfg.clone(),
+        LogConfig::default(),
+        Mode::ReadWrite,
+    )?);
+    let topic = log.topic("events")?;
+    let registry = Arc::new(annals_schemas::Registry::builtin()?);
+    let processor = Processor::new(
+        log.clone(),
+        topic.clone(),
+        registry,
+        &format!("{}bench", cfg.topic_prefix),
+    );
+    let stop = AtomicBool::new(false);
+    let client = Log::open_kafka(dir, cfg.clone(), LogConfig::default(), Mode::ReadOnly)?;
+    let bus = CommandBus::connect(&client, &*client.topic("events")?).map_err(fail)?;
+    let commands = args.signals.div_ceil(args.batch as u64);
+    let tenants = u64::from(args.partitions * 2);
+    let owns_all = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            processor.run(&stop, &|owned, _| {
+                owns_all.store(owned.len() == topic.partitions().len(), Ordering::Release)
+            })
+        });
+        let result = (|| {
+            // The clock starts once the instance owns every partition (the group formed).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !owns_all.load(Ordering::Acquire) {
+                if Instant::now() > deadline {
+                    return Err(Failure::failed(
+                        "the processor got no partitions within 60 s",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let mut pending = std::collections::VecDeque::new();
+            let mut latencies = Vec::with_capacity(commands as usize);
+            let started = Instant::now();
+            for c in 0..commands {
+                let first = c * args.batch as u64;
+                let n = (args.batch as u64).min(args.signals - first);
+                let signals = (first..first + n)
+                    .map(|i| SignalInput {
+                        signal_id: format!("bus-{i}"),
+                        ts: 1_767_225_600_000_000 + i as i64,
+                        attributes: [("metric".to_owned(), "latency".to_owned())].into(),
+                        value: Some(i as f64),
+                        unit: Some("ms".into()),
+                    })
+                    .collect();
+                let cmd = Command::Ingest(IngestCommand::IngestSignals {
+                    tenant: format!("bench-{:04}", c % tenants),
+                    source: "bus".into(),
+                    signals,
+                });
+                let meta = CommandMeta {
+                    actor: "bench".into(),
+                    occurred_at: annals_events::time::now_micros(),
+                    ..CommandMeta::default()
+                };
+                pending.push_back((Instant::now(), bus.send(cmd, meta).map_err(fail)?));
+                while pending.len() >= 64 || (c + 1 == commands && !pending.is_empty()) {
+                    let (at, p) = pending.pop_front().expect("not empty");
+                    let o = p.wait(Duration::from_secs(120)).map_err(fail)?;
+                    if let Some(e) = o.error {
+                        return Err(Failure::failed(format!(
+                            "a bench command was refused: {e:?}"
+                        )));
+                    }
+                    latencies.push(at.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            let rate = args.signals as f64 / started.elapsed().as_secs_f64();
+            latencies.sort_by(f64::total_cmp);
+            let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+            Ok((rate, pct(0.5), pct(0.99)))
+        })();
+        stop.store(true, Ordering::Release);
+        run.join()
+            .unwrap_or_else(|_| {
+                Err(annals_processors::CommandError::Unavailable(
+                    "the processor panicked".into(),
+                ))
+            })
+            .map_err(fail)?;
+        result
+    })
+}
+
 fn measure(dir: &std::path::Path, cfg: &KafkaConfig, args: &Args) -> Result<Figures, Failure> {
     let kafka_err = |e: rdkafka::error::KafkaError| Failure::failed(format!("Kafka: {e}"));
     // 1. The command path onto Kafka.
@@ -156,6 +268,8 @@ fn measure(dir: &std::path::Path, cfg: &KafkaConfig, args: &Args) -> Result<Figu
         },
     )?;
     drop(log);
+    // 1b. The same through the commands topic and a processor instance (`annals process`).
+    let bus = through_processor(dir, cfg, args)?;
 
     // 2. Reading the chain back: one reader per partition, in parallel (as a consumer of all
     // partitions fetches them), then a full replay into the aggregates.
@@ -281,6 +395,9 @@ fn measure(dir: &std::path::Path, cfg: &KafkaConfig, args: &Args) -> Result<Figu
         command_events_per_s: commands.signals_per_s,
         command_latency_p50_ms: commands.latency_p50_ms,
         command_latency_p99_ms: commands.latency_p99_ms,
+        processor_events_per_s: bus.0,
+        processor_latency_p50_ms: bus.1,
+        processor_latency_p99_ms: bus.2,
         raw_produce_msgs_per_s: raw_produce,
         produce_ratio: commands.signals_per_s / raw_produce,
         chain_read_events_per_s: chain_read,
