@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use annals_events::{KafkaConfig, Log, Topic};
 use annals_schemas::Registry;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -361,106 +361,8 @@ impl Processor {
             let Some(engine) = engine.as_ref() else {
                 continue;
             };
-            let mut commit = TopicPartitionList::new();
-            let mut pending = Vec::with_capacity(batch.len());
-            for m in &batch {
-                let record = m
-                    .payload()
-                    .ok_or_else(|| "an empty record".to_owned())
-                    .and_then(|v| {
-                        serde_json::from_slice::<CommandRecord>(v).map_err(|e| e.to_string())
-                    });
-                pending.push((m, record));
-            }
-            // Decide them all (pipelined through the workers), retrying those whose append
-            // lost to another writer, then publish every outcome before committing.
-            let mut outs = Vec::with_capacity(pending.len());
-            let mut submitted = Vec::with_capacity(pending.len());
-            for (m, record) in pending {
-                match record {
-                    Ok(r) => {
-                        let id = r.meta.command_id.clone().unwrap_or_default();
-                        let p = engine.submit_blocking(r.command.clone(), r.meta.clone());
-                        submitted.push((m, id, Some(r), p));
-                    }
-                    Err(e) => outs.push((
-                        m,
-                        OutcomeRecord {
-                            command_id: String::new(),
-                            outcome: None,
-                            error: Some(("bad_command".into(), 400, e, None)),
-                        },
-                    )),
-                }
-            }
-            for (m, id, r, p) in submitted {
-                let mut result = p.and_then(|p| p.wait());
-                let mut attempts = 1;
-                while let Err(CommandError::Unavailable(_)) = &result {
-                    if attempts >= MAX_ATTEMPTS || stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempts)));
-                    let r = r.as_ref().expect("a decoded command");
-                    result = engine.execute_blocking(r.command.clone(), r.meta.clone());
-                }
-                let out = match result {
-                    Ok(o) => OutcomeRecord {
-                        command_id: id,
-                        outcome: Some(serde_json::to_value(&o).expect("serialisable")),
-                        error: None,
-                    },
-                    // Still unavailable: leave it uncommitted; the next owner (or this one
-                    // after a restart) decides it again.
-                    Err(CommandError::Unavailable(e)) => {
-                        tracing::warn!(command = %id, error = %e, "command not decided; it stays uncommitted");
-                        return Err(CommandError::Unavailable(e));
-                    }
-                    Err(e) => {
-                        let field = match &e {
-                            CommandError::Refused(d) => d.field.clone(),
-                            CommandError::Unavailable(_) => None,
-                        };
-                        OutcomeRecord {
-                            command_id: id,
-                            outcome: None,
-                            error: Some((e.code().into(), e.status(), e.to_string(), field)),
-                        }
-                    }
-                };
-                outs.push((m, out));
-            }
-            let mut deliveries = Vec::with_capacity(outs.len());
-            for (m, out) in &outs {
-                let value = serde_json::to_vec(out).expect("serialisable");
-                let record = FutureRecord::to(&outcomes)
-                    .partition(m.partition())
-                    .key(out.command_id.as_bytes())
-                    .payload(&value);
-                deliveries.push(
-                    producer
-                        .send_result(record)
-                        .map_err(|(e, _)| kafka_err("cannot publish an outcome")(e))?,
-                );
-                commit
-                    .add_partition_offset(&commands, m.partition(), Offset::Offset(m.offset() + 1))
-                    .map_err(kafka_err("bad offset"))?;
-            }
-            for d in deliveries {
-                match futures::executor::block_on(d) {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(kafka_err("cannot publish an outcome")(e)),
-                    Err(_) => {
-                        return Err(CommandError::unavailable("an outcome was not delivered"));
-                    }
-                }
-            }
-            if commit.count() > 0 {
-                consumer
-                    .commit(&commit, CommitMode::Sync)
-                    .map_err(kafka_err("cannot commit the commands' offsets"))?;
-            }
+            let outs = decide(engine, &batch, stop)?;
+            publish_and_commit(&consumer, &producer, &commands, &outcomes, &outs)?;
         }
         Ok(())
     }
@@ -537,6 +439,124 @@ impl SnapshotStore for KafkaSnapshots {
         .map(|_| ())
         .map_err(|(e, _)| e.to_string())
     }
+}
+
+/// Decides a polled batch: every command is handed to its worker first (they decide
+/// pipelined), then each outcome is awaited, and a command whose append lost to another
+/// writer is decided again. `Err` when one stays undecidable: nothing of the batch is
+/// committed, and the next owner (or this one after a restart) decides it again.
+fn decide(
+    engine: &Engine,
+    batch: &[OwnedMessage],
+    stop: &AtomicBool,
+) -> Result<Vec<(i32, i64, OutcomeRecord)>, CommandError> {
+    let mut outs = Vec::with_capacity(batch.len());
+    let mut submitted = Vec::with_capacity(batch.len());
+    for m in batch {
+        let record = m
+            .payload()
+            .ok_or_else(|| "an empty record".to_owned())
+            .and_then(|v| serde_json::from_slice::<CommandRecord>(v).map_err(|e| e.to_string()));
+        match record {
+            Ok(r) => {
+                let p = engine.submit_blocking(r.command.clone(), r.meta.clone());
+                submitted.push((m, r, p));
+            }
+            Err(e) => outs.push((
+                m.partition(),
+                m.offset(),
+                OutcomeRecord {
+                    command_id: String::new(),
+                    outcome: None,
+                    error: Some(("bad_command".into(), 400, e, None)),
+                },
+            )),
+        }
+    }
+    for (m, r, p) in submitted {
+        let mut result = p.and_then(|p| p.wait());
+        let mut attempts = 1;
+        while matches!(result, Err(CommandError::Unavailable(_)))
+            && attempts < MAX_ATTEMPTS
+            && !stop.load(Ordering::Acquire)
+        {
+            attempts += 1;
+            std::thread::sleep(Duration::from_millis(50 * u64::from(attempts)));
+            result = engine.execute_blocking(r.command.clone(), r.meta.clone());
+        }
+        let command_id = r.meta.command_id.unwrap_or_default();
+        let out = match result {
+            Ok(o) => OutcomeRecord {
+                command_id,
+                outcome: Some(serde_json::to_value(&o).expect("serialisable")),
+                error: None,
+            },
+            Err(CommandError::Unavailable(e)) => {
+                tracing::warn!(command = %command_id, error = %e, "command not decided; it stays uncommitted");
+                return Err(CommandError::Unavailable(e));
+            }
+            Err(e) => {
+                let field = match &e {
+                    CommandError::Refused(d) => d.field.clone(),
+                    CommandError::Unavailable(_) => None,
+                };
+                OutcomeRecord {
+                    command_id,
+                    outcome: None,
+                    error: Some((e.code().into(), e.status(), e.to_string(), field)),
+                }
+            }
+        };
+        outs.push((m.partition(), m.offset(), out));
+    }
+    Ok(outs)
+}
+
+/// Publishes every outcome of a batch on the command's partition of the outcomes topic, waits
+/// until all are delivered, and only then commits, per partition, the offset after the
+/// batch's last command.
+fn publish_and_commit(
+    consumer: &BaseConsumer,
+    producer: &FutureProducer,
+    commands: &str,
+    outcomes: &str,
+    outs: &[(i32, i64, OutcomeRecord)],
+) -> Result<(), CommandError> {
+    let mut deliveries = Vec::with_capacity(outs.len());
+    let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+    for (partition, offset, out) in outs {
+        let value = serde_json::to_vec(out).expect("serialisable");
+        let record = FutureRecord::to(outcomes)
+            .partition(*partition)
+            .key(out.command_id.as_bytes())
+            .payload(&value);
+        deliveries.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| kafka_err("cannot publish an outcome")(e))?,
+        );
+        let n = next.entry(*partition).or_default();
+        *n = (*n).max(offset + 1);
+    }
+    for d in deliveries {
+        match futures::executor::block_on(d) {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(kafka_err("cannot publish an outcome")(e)),
+            Err(_) => return Err(CommandError::unavailable("an outcome was not delivered")),
+        }
+    }
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut commit = TopicPartitionList::new();
+    for (partition, offset) in next {
+        commit
+            .add_partition_offset(commands, partition, Offset::Offset(offset))
+            .map_err(kafka_err("bad offset"))?;
+    }
+    consumer
+        .commit(&commit, CommitMode::Sync)
+        .map_err(kafka_err("cannot commit the commands' offsets"))
 }
 
 /// The partitions of the commands topic assigned to this member, sorted.

@@ -312,7 +312,7 @@ fn lag(topic: &Topic, positions: impl Iterator<Item = (u32, u64, Option<i64>)>) 
         .iter()
         .fold((0, 0.0), |(events, seconds), p| {
             let (next, at) = positions.get(&p.id()).copied().unwrap_or((0, None));
-            let (e, s) = runtime::partition_lag(p, next, at);
+            let (e, s) = runtime::partition_lag(p, &p.head(), next, at);
             (events + e, f64::max(seconds, s))
         })
 }

@@ -591,7 +591,7 @@ pub async fn status<P: Projection>(
     for partition in topic.partitions() {
         let head = partition.head();
         let (position, applied_at) = stored.get(&partition.id()).copied().unwrap_or((0, None));
-        let (lag_events, lag_seconds) = partition_lag(partition, position, applied_at);
+        let (lag_events, lag_seconds) = partition_lag(partition, &head, position, applied_at);
         partitions.push(PartitionStatus {
             partition: partition.id(),
             position,
@@ -624,14 +624,15 @@ pub async fn status<P: Projection>(
 }
 
 /// How far a projection at `position` (next seq; `applied_at`: `recorded_at` of the last event
-/// it applied) is behind a partition: events, and seconds of the log's own clock — counted from
-/// the partition's first event when nothing was applied yet.
+/// it applied) is behind a partition whose head is `head` (the caller's: on Kafka a head is a
+/// request to the broker): events, and seconds of the log's own clock — counted from the
+/// partition's first event when nothing was applied yet.
 pub fn partition_lag(
     partition: &annals_events::Partition,
+    head: &annals_events::log::Head,
     position: u64,
     applied_at: Option<i64>,
 ) -> (u64, f64) {
-    let head = partition.head();
     let behind = head.next_seq.saturating_sub(position);
     if behind == 0 {
         return (0, 0.0);

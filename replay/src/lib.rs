@@ -40,6 +40,18 @@ pub struct Replay {
     pub stream: Option<String>,
 }
 
+impl Replay {
+    /// Every stream of `topic`, to the head.
+    pub fn everything(topic: &str) -> Replay {
+        Replay {
+            topic: topic.to_owned(),
+            until: Until::Head,
+            tenant: None,
+            stream: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(transparent)]

@@ -341,7 +341,6 @@ fn measure_commands(dir: &std::path::Path, args: &CommandArgs) -> Result<Command
 /// Sends `args.signals` signals as ingest commands through the command path on `log` (two
 /// senders, 32 commands in flight each) and measures throughput and latency.
 pub(super) fn drive_commands(log: &Log, args: &CommandArgs) -> Result<CommandFigures, Failure> {
-    use annals_domain::ingest::{IngestCommand, SignalInput};
     use annals_domain::tenancy::{TenantCommand, TenantLimits};
     use annals_processors::{Command, CommandMeta, Engine};
 
@@ -386,19 +385,8 @@ pub(super) fn drive_commands(log: &Log, args: &CommandArgs) -> Result<CommandFig
         let t = (c % u64::from(args.tenants)) as u32;
         let first = c * args.batch as u64;
         let n = (args.batch as u64).min(args.signals - first);
-        let signals = (first..first + n)
-            .map(|i| SignalInput {
-                signal_id: format!("sig-{i}"),
-                ts: 1_767_225_600_000_000 + i as i64,
-                attributes: [("metric".to_owned(), "latency".to_owned())].into(),
-                value: Some(i as f64),
-                unit: Some("ms".into()),
-            })
-            .collect();
-        let cmd = Command::Ingest(IngestCommand::IngestSignals {
-            tenant: tenant(t),
-            source: "web".into(),
-            signals,
+        let cmd = ingest_signals(tenant(t), "web", "sig-", first..first + n, |i| {
+            1_767_225_600_000_000 + i as i64
         });
         batches[(c % senders) as usize].push(cmd);
     }
@@ -451,7 +439,6 @@ pub(super) fn drive_commands(log: &Log, args: &CommandArgs) -> Result<CommandFig
     }
     let mut lat = latencies;
     lat.sort_by(f64::total_cmp);
-    let pct = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
     Ok(CommandFigures {
         signals: args.signals,
         commands,
@@ -461,9 +448,43 @@ pub(super) fn drive_commands(log: &Log, args: &CommandArgs) -> Result<CommandFig
         seconds,
         signals_per_s: args.signals as f64 / seconds,
         commands_per_s: commands as f64 / seconds,
-        latency_p50_ms: pct(0.5),
-        latency_p99_ms: pct(0.99),
+        latency_p50_ms: quantile(&lat, 0.5),
+        latency_p99_ms: quantile(&lat, 0.99),
     })
+}
+
+/// An ingest command for `tenant`'s `source` carrying the signals numbered `ids`: signal ids
+/// `<prefix><i>`, timestamps `ts(i)`, one `metric` attribute and a value each.
+pub(super) fn ingest_signals(
+    tenant: String,
+    source: &str,
+    prefix: &str,
+    ids: std::ops::Range<u64>,
+    ts: impl Fn(u64) -> i64,
+) -> annals_processors::Command {
+    use annals_domain::ingest::{IngestCommand, SignalInput};
+    let signals = ids
+        .map(|i| SignalInput {
+            signal_id: format!("{prefix}{i}"),
+            ts: ts(i),
+            attributes: [("metric".to_owned(), "latency".to_owned())].into(),
+            value: Some(i as f64),
+            unit: Some("ms".into()),
+        })
+        .collect();
+    annals_processors::Command::Ingest(IngestCommand::IngestSignals {
+        tenant,
+        source: source.into(),
+        signals,
+    })
+}
+
+/// The value at quantile `q` (0 to 1) of sorted `samples` (0 when there are none).
+pub(super) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q) as usize]
 }
 
 /// Writes the demo dataset into `data` by running `annals demo` in a child process (the

@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::bench::{CommandArgs, drive_commands};
+use super::bench::{CommandArgs, drive_commands, ingest_signals, quantile};
 use crate::{Context, Failure};
 
 #[derive(clap::Args)]
@@ -155,9 +155,8 @@ fn through_processor(
     cfg: &KafkaConfig,
     args: &Args,
 ) -> Result<(f64, f64, f64), Failure> {
-    use annals_domain::ingest::{IngestCommand, SignalInput};
+    use annals_processors::CommandMeta;
     use annals_processors::bus::{CommandBus, Processor};
-    use annals_processors::{Command, CommandMeta};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -205,20 +204,13 @@ fn through_processor(
             for c in 0..commands {
                 let first = c * args.batch as u64;
                 let n = (args.batch as u64).min(args.signals - first);
-                let signals = (first..first + n)
-                    .map(|i| SignalInput {
-                        signal_id: format!("bus-{i}"),
-                        ts: 1_767_225_600_000_000 + i as i64,
-                        attributes: [("metric".to_owned(), "latency".to_owned())].into(),
-                        value: Some(i as f64),
-                        unit: Some("ms".into()),
-                    })
-                    .collect();
-                let cmd = Command::Ingest(IngestCommand::IngestSignals {
-                    tenant: format!("bench-{:04}", c % tenants),
-                    source: "bus".into(),
-                    signals,
-                });
+                let cmd = ingest_signals(
+                    format!("bench-{:04}", c % tenants),
+                    "bus",
+                    "bus-",
+                    first..first + n,
+                    |i| 1_767_225_600_000_000 + i as i64,
+                );
                 let meta = CommandMeta {
                     actor: "bench".into(),
                     occurred_at: annals_events::time::now_micros(),
@@ -238,8 +230,7 @@ fn through_processor(
             }
             let rate = args.signals as f64 / started.elapsed().as_secs_f64();
             latencies.sort_by(f64::total_cmp);
-            let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-            Ok((rate, pct(0.5), pct(0.99)))
+            Ok((rate, quantile(&latencies, 0.5), quantile(&latencies, 0.99)))
         })();
         stop.store(true, Ordering::Release);
         run.join()
@@ -301,17 +292,9 @@ fn measure(dir: &std::path::Path, cfg: &KafkaConfig, args: &Args) -> Result<Figu
     })?;
     let chain_read = events as f64 / started.elapsed().as_secs_f64();
     let registry = annals_schemas::Registry::builtin()?;
-    let replayed = annals_replay::replay(
-        &ro,
-        &registry,
-        &annals_replay::Replay {
-            topic: "events".into(),
-            until: annals_replay::Until::Head,
-            tenant: None,
-            stream: None,
-        },
-    )
-    .map_err(|e| Failure::failed(e.to_string()))?;
+    let replayed =
+        annals_replay::replay(&ro, &registry, &annals_replay::Replay::everything("events"))
+            .map_err(|e| Failure::failed(e.to_string()))?;
     let replay_rate = replayed.events_applied as f64 / replayed.seconds.max(1e-9);
     // The size of a record: the envelope around the payload (measured from the verify report).
     let report = annals_events::log::kafka::verify::verify(&ro)?;

@@ -285,7 +285,6 @@ fn measure_lag(
     postgres: Option<&str>,
     clickhouse: Option<&str>,
 ) -> Result<Lag, Failure> {
-    use annals_domain::ingest::{IngestCommand, SignalInput};
     use annals_domain::tenancy::{TenantCommand, TenantLimits};
     use annals_processors::{Command, CommandMeta, Engine};
 
@@ -393,20 +392,13 @@ fn measure_lag(
             continue;
         }
         let t = (written / per_command) as u32 % tenants;
-        let signals = (written..written + per_command)
-            .map(|i| SignalInput {
-                signal_id: format!("s{i}"),
-                ts: annals_events::time::now_micros(),
-                attributes: [("metric".to_owned(), "latency".to_owned())].into(),
-                value: Some(i as f64),
-                unit: Some("ms".into()),
-            })
-            .collect();
-        let cmd = Command::Ingest(IngestCommand::IngestSignals {
-            tenant: tenant(t),
-            source: "web".into(),
-            signals,
-        });
+        let cmd = super::bench::ingest_signals(
+            tenant(t),
+            "web",
+            "s",
+            written..written + per_command,
+            |_| annals_events::time::now_micros(),
+        );
         pending.push_back(
             engine
                 .submit_blocking(cmd, meta())

@@ -134,12 +134,7 @@ fn measure(args: &Args, scratch: &std::path::Path) -> Result<Figures, Failure> {
     let replayed = annals_replay::replay(
         &log,
         &registry,
-        &annals_replay::Replay {
-            topic: "events".into(),
-            until: annals_replay::Until::Head,
-            tenant: None,
-            stream: None,
-        },
+        &annals_replay::Replay::everything("events"),
     )
     .map_err(|e| Failure::failed(e.to_string()))?;
     Ok(Figures {

@@ -261,7 +261,7 @@ fn measure(ctx: &Context, dir: &Path, args: &ServeArgs) -> Result<Figures, Failu
     }
     let mut lat = load.latencies_ms;
     lat.sort_by(f64::total_cmp);
-    let pct = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    let pct = |q: f64| super::bench::quantile(&lat, q);
     let requests = lat.len() as u64;
     Ok(Figures {
         signals: args.signals,

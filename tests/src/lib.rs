@@ -106,3 +106,13 @@ pub fn unique_name(tag: &str) -> String {
             .as_micros()
     )
 }
+
+/// Events in the whole log, from the output of `annals log stat --json`.
+pub fn stat_events(stat_json: &[u8]) -> u64 {
+    let rows: serde_json::Value = serde_json::from_slice(stat_json).expect("log stat --json");
+    rows.as_array()
+        .expect("one row per partition")
+        .iter()
+        .map(|r| r["events"].as_u64().expect("events"))
+        .sum()
+}

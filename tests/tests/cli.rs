@@ -1,7 +1,7 @@
 //! The `annals` command as a user meets it: the demo, verify catching a tampered byte, and
 //! clear one-line errors with the documented exit codes for bad input.
 
-use annals_tests::{annals, record_offsets, stderr, stdout};
+use annals_tests::{annals, record_offsets, stat_events, stderr, stdout};
 
 fn demo(dir: &std::path::Path) {
     let o = annals(
@@ -34,13 +34,7 @@ fn demo_then_stat_tail_and_verify() {
     let dir = tempfile::tempdir().unwrap();
     demo(dir.path());
     let stat = annals(dir.path(), &["--data-dir", "data", "log", "stat", "--json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
-    let events: u64 = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["events"].as_u64().unwrap())
-        .sum();
+    let events = stat_events(&stat.stdout);
     let v = annals(dir.path(), &["--data-dir", "data", "verify", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(report["events"], events, "stat and verify agree");

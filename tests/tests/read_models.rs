@@ -5,7 +5,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-use annals_tests::{annals, stderr, stdout, test_server, unique_name};
+use annals_tests::{annals, stat_events, stderr, stdout, test_server, unique_name};
 
 fn annals_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(annals_tests::annals_bin());
@@ -17,30 +17,28 @@ fn annals_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::
 }
 
 fn log_events(dir: &Path) -> u64 {
-    let stat = annals(dir, &["--data-dir", "data", "log", "stat", "--json"]);
-    let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
-    stat.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["events"].as_u64().unwrap())
-        .sum()
+    stat_events(&annals(dir, &["--data-dir", "data", "log", "stat", "--json"]).stdout)
+}
+
+/// The demo (3 tenants × 300 signals) into `data`, with `extra` options (a config).
+fn demo(dir: &Path, extra: &[&str]) {
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&[
+        "--data-dir",
+        "data",
+        "demo",
+        "--tenants",
+        "3",
+        "--signals-per-day",
+        "300",
+    ]);
+    let o = annals(dir, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// A demo log without read models (they are removed after the demo built them).
 fn demo_without_read_models(dir: &Path) {
-    let o = annals(
-        dir,
-        &[
-            "--data-dir",
-            "data",
-            "demo",
-            "--tenants",
-            "3",
-            "--signals-per-day",
-            "300",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    demo(dir, &[]);
     std::fs::remove_dir_all(dir.join("data/read-models")).unwrap();
 }
 
@@ -166,21 +164,7 @@ fn killed_between_rows_and_position_reading_from_kafka_into_postgres_and_clickho
         "[log]\nbackend = \"kafka\"\npartitions = 4\n[log.kafka]\nbrokers = \"{kafka}\"\ntopic_prefix = \"{unique}.\"\n"
     );
     std::fs::write(dir.path().join("log.toml"), &log_cfg).unwrap();
-    let o = annals(
-        dir.path(),
-        &[
-            "--config",
-            "log.toml",
-            "--data-dir",
-            "data",
-            "demo",
-            "--tenants",
-            "3",
-            "--signals-per-day",
-            "300",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    demo(dir.path(), &["--config", "log.toml"]);
     std::fs::write(
         dir.path().join("all.toml"),
         format!(
@@ -218,13 +202,7 @@ fn killed_between_rows_and_position_reading_from_kafka_into_postgres_and_clickho
             "--json",
         ],
     );
-    let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
-    let events: u64 = stat
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["events"].as_u64().unwrap())
-        .sum();
+    let events = stat_events(&stat.stdout);
     for p in st["projections"].as_array().unwrap() {
         assert_eq!(p["lag_events"], 0, "{p}");
     }

@@ -331,7 +331,7 @@ pub async fn status(store: &Analytics, topic: &Topic) -> Result<AnalyticsStatus,
         let head = partition.head();
         let pos = stored.get(&partition.id()).copied().unwrap_or_default();
         let (lag_events, lag_seconds) =
-            crate::runtime::partition_lag(partition, pos.next_seq, pos.last_recorded_at);
+            crate::runtime::partition_lag(partition, &head, pos.next_seq, pos.last_recorded_at);
         partitions.push(crate::runtime::PartitionStatus {
             partition: partition.id(),
             position: pos.next_seq,

@@ -127,18 +127,19 @@ impl Shared {
                 ),
             ));
         }
-        // A first look at a partition whose last record sits at the offset equal to its seq:
-        // nothing before it is off the chain, so the chain is that record and what precedes it.
-        if tip.end == 0 && accepted.is_none() {
+        // While every record so far is on the chain (offsets are seqs), a last record whose seq
+        // equals its offset means the new ones are too: the tip is that record, found with one
+        // read instead of reading every new record (which this partition's readers read anyway).
+        if tip.end == tip.chain.next_seq as i64 && accepted.is_none() {
             let mut last = None;
             self.client
                 .read_range(&self.kafka_topic, self.id, high - 1, high, |_, v| {
                     let f = ChainFields::decode(v)
                         .map_err(|e| self.corrupt(high as u64 - 1, e.to_string()))?;
-                    last = Some((f.seq, *f.hash, f.recorded_at, v.len()));
+                    last = Some((f.seq, *f.hash, f.recorded_at));
                     Ok(())
                 })?;
-            if let Some((seq, hash, at, _)) = last
+            if let Some((seq, hash, at)) = last
                 && seq == high as u64 - 1
             {
                 tip = Tip {
@@ -153,7 +154,7 @@ impl Shared {
                 self.set_tip(tip);
                 return Ok(tip);
             }
-            tracing::warn!(topic = %self.topic, partition = self.id, "records off the chain (copies or a fork) found: reading the partition from the start");
+            tracing::warn!(topic = %self.topic, partition = self.id, "records off the chain (copies or a fork) found: reading the new records one by one");
         }
         self.client
             .read_range(&self.kafka_topic, self.id, tip.end, high, |offset, v| {
