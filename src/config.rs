@@ -13,6 +13,7 @@ pub struct Config {
     pub read_models: ReadModels,
     pub server: Server,
     pub audit: Audit,
+    pub privacy: Privacy,
 }
 
 /// `[audit]`: signed checkpoints of the log.
@@ -36,6 +37,68 @@ impl Default for Audit {
             checkpoint_every_events: 10_000,
             checkpoint_every_seconds: 60,
             key: None,
+        }
+    }
+}
+
+/// `[privacy]`: where the subject keys that seal personal data are kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    /// `data-dir` (default: files under `<data-dir>/keys/subjects/`, for one machine) or
+    /// `postgres` (table `annals_subject_keys`, shared by every process of a distributed
+    /// deployment). Keys are not moved when this changes: data sealed under the other store's
+    /// keys then reads as erased.
+    pub key_store: KeyStore,
+    /// `postgres://…` of the key table (default: `[read_models] postgres`).
+    pub postgres: Option<String>,
+    /// The PostgreSQL schema of the key table (created if missing; default: the role's
+    /// `search_path`, normally `public`). Best kept apart from the read models' schema, which
+    /// may be dropped and rebuilt: the keys cannot be.
+    pub postgres_schema: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyStore {
+    /// Files in the data dir.
+    #[default]
+    DataDir,
+    /// A PostgreSQL table.
+    Postgres,
+}
+
+impl Config {
+    /// With `[privacy] key_store = "postgres"`: the URL and schema of the key table.
+    pub fn key_store_postgres(&self) -> Option<(&str, Option<&str>)> {
+        if self.privacy.key_store != KeyStore::Postgres {
+            return None;
+        }
+        let url = self
+            .privacy
+            .postgres
+            .as_deref()
+            .or(self.read_models.postgres.as_deref())?;
+        Some((url, self.privacy.postgres_schema.as_deref()))
+    }
+
+    fn validate_privacy(&self) -> Result<(), String> {
+        let p = &self.privacy;
+        match p.key_store {
+            KeyStore::Postgres if self.key_store_postgres().is_none() => Err(
+                "[privacy] key_store = \"postgres\" needs the database: set [privacy] postgres = \"postgres://user:password@host/db\" (or [read_models] postgres)"
+                    .into(),
+            ),
+            KeyStore::DataDir if p.postgres.is_some() || p.postgres_schema.is_some() => Err(
+                "[privacy] postgres and postgres_schema are only used with key_store = \"postgres\": set it, or remove them (the keys are in the data dir)"
+                    .into(),
+            ),
+            _ => match &p.postgres_schema {
+                Some(s) if !annals_audit::subjects::valid_schema(s) => Err(format!(
+                    "[privacy] postgres_schema = {s:?}: use 1-63 characters among a-z A-Z 0-9 _"
+                )),
+                _ => Ok(()),
+            },
         }
     }
 }
@@ -369,6 +432,7 @@ impl Config {
                 "[server] rate_per_second = 0 would refuse every signal: use at least 1".into(),
             );
         }
+        self.validate_privacy()?;
         self.server.auth().validate()?;
         Ok(())
     }
@@ -502,6 +566,41 @@ scopes = ["signals:write", "audit:read"]
                 .unwrap_err()
                 .contains("rate_per_second")
         );
+    }
+
+    #[test]
+    fn the_key_store_is_the_data_dir_or_a_postgres_table() {
+        let cfg = load("", &[]).unwrap();
+        assert_eq!(cfg.privacy.key_store, KeyStore::DataDir);
+        assert_eq!(cfg.key_store_postgres(), None);
+        // The URL defaults to the read models' database.
+        let cfg = load(
+            "[read_models]\npostgres = \"postgres://a@h/rm\"\n[privacy]\nkey_store = \"postgres\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.key_store_postgres(), Some(("postgres://a@h/rm", None)));
+        let cfg = load(
+            "[privacy]\nkey_store = \"postgres\"\npostgres = \"postgres://a@h/keys\"\npostgres_schema = \"annals_keys\"",
+            &[("ANNALS__READ_MODELS__POSTGRES", "postgres://a@h/rm")],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.key_store_postgres(),
+            Some(("postgres://a@h/keys", Some("annals_keys")))
+        );
+        let err = load("[privacy]\nkey_store = \"postgres\"", &[]).unwrap_err();
+        assert!(err.contains("[privacy] postgres"), "{err}");
+        let err = load("[privacy]\npostgres = \"postgres://a@h/keys\"", &[]).unwrap_err();
+        assert!(err.contains("key_store = \"postgres\""), "{err}");
+        let err = load("[privacy]\nkey_store = \"vault\"", &[]).unwrap_err();
+        assert!(err.contains("vault"), "{err}");
+        let err = load(
+            "[privacy]\nkey_store = \"postgres\"\npostgres = \"postgres://a@h/k\"\npostgres_schema = \"a-b\"",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.contains("postgres_schema"), "{err}");
     }
 
     #[test]

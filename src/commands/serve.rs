@@ -28,7 +28,8 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     let server = &ctx.config.server;
     let listen = args.listen.unwrap_or_else(|| server.listen.clone());
-    let registry = Arc::new(super::registry(ctx)?);
+    let keys = super::subject_keys(ctx)?;
+    let registry = Arc::new(super::registry_with(&keys)?);
     let to_processors = ctx.config.log.commands_to_processors();
     let log = ctx.open_log(LogConfig {
         segment_bytes: ctx.config.log.segment_bytes,
@@ -91,7 +92,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         Some(Checkpoints::start(ctx, log.clone(), registry.clone())?)
     };
     let state = annals_api::AppState::new(engine.clone(), log.clone(), registry, &settings);
-    state.set_subject_keys(annals_audit::SubjectKeys::open(&ctx.data_dir));
+    state.set_subject_keys(keys);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("annals-http")

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use annals_audit::SubjectKeys;
 use annals_domain::tenancy::{ContactCommand, contact_stream};
 use annals_events::LogConfig;
 use annals_processors::{Command, CommandMeta, Engine};
@@ -65,7 +64,8 @@ pub fn run(ctx: &Context, cmd: SubjectCommand) -> Result<ExitCode, Failure> {
 
 fn erase(ctx: &Context, args: EraseArgs) -> Result<ExitCode, Failure> {
     let Who { tenant, subject } = args.who;
-    let registry = Arc::new(super::registry(ctx)?);
+    let keys = super::subject_keys(ctx)?;
+    let registry = Arc::new(super::registry_with(&keys)?);
     let log = ctx.open_log(LogConfig::default()).map_err(|e| match e {
         annals_events::LogError::Locked { .. } => Failure::usage(format!(
             "{e}; while annals serve runs, erase through it: POST /v1/tenants/{tenant}/subjects/{subject}/erase"
@@ -100,8 +100,11 @@ fn erase(ctx: &Context, args: EraseArgs) -> Result<ExitCode, Failure> {
     drop(topic);
     drop(log);
     // The erasure is durable in the log: now the key goes, then the read models follow.
-    let keys = SubjectKeys::open(&ctx.data_dir);
-    let had_key = keys.erase(&tenant, &subject).map_err(Failure::failed)?;
+    let had_key = keys.erase(&tenant, &subject).map_err(|e| {
+        Failure::failed(format!(
+            "{e} (the erasure of subject {subject} of {tenant} is recorded; `annals subject erase` again finishes it)"
+        ))
+    })?;
     let log = ctx.open_log_read_only()?;
     let topic = log.topic("events")?;
     let rt = runtime()?;
@@ -143,7 +146,8 @@ fn erase(ctx: &Context, args: EraseArgs) -> Result<ExitCode, Failure> {
 
 fn export(ctx: &Context, args: ExportArgs) -> Result<ExitCode, Failure> {
     let Who { tenant, subject } = args.who;
-    let registry = super::registry(ctx)?;
+    let keys = super::subject_keys(ctx)?;
+    let registry = super::registry_with(&keys)?;
     let log = ctx.open_log_read_only()?;
     let topic = log.topic("events")?;
     let stream = contact_stream(&tenant, &subject);
@@ -191,7 +195,7 @@ fn export(ctx: &Context, args: ExportArgs) -> Result<ExitCode, Failure> {
         "tenant": tenant,
         "subject": subject,
         "exported_at": annals_events::time::format_micros(annals_events::time::now_micros()),
-        "erased": !SubjectKeys::open(&ctx.data_dir).exists(&tenant, &subject),
+        "erased": !keys.exists(&tenant, &subject).map_err(Failure::failed)?,
         "events": events,
         "read_models": { "current_state": { "contacts": contacts } },
     });

@@ -1,6 +1,6 @@
 //! One suite, two deployments: the same scenarios run on the embedded default (log on disk,
 //! SQLite, Parquet) and on the distributed one (Kafka through rdkafka, PostgreSQL,
-//! ClickHouse), and give the same answers.
+//! ClickHouse; the subject keys in PostgreSQL too), and give the same answers.
 //!
 //! The servers are the real test servers `scripts/test` starts (`ANNALS_TEST_KAFKA`,
 //! `ANNALS_TEST_POSTGRES`, `ANNALS_TEST_CLICKHOUSE`). Each run uses its own Kafka topic
@@ -60,7 +60,7 @@ impl Deployment {
         std::fs::write(
             &config,
             format!(
-                "[log]\nbackend = \"kafka\"\npartitions = 4\n\n[log.kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{unique}.\"\n{kafka_extra}\n[read_models]\npostgres = \"{}\"\npostgres_schema = \"{unique}\"\nclickhouse = \"{}\"\nclickhouse_database = \"{unique}\"\n",
+                "[log]\nbackend = \"kafka\"\npartitions = 4\n\n[log.kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{unique}.\"\n{kafka_extra}\n[read_models]\npostgres = \"{}\"\npostgres_schema = \"{unique}\"\nclickhouse = \"{}\"\nclickhouse_database = \"{unique}\"\n\n[privacy]\nkey_store = \"postgres\"\npostgres_schema = \"{unique}\"\n",
                 s.kafka, s.postgres, s.clickhouse
             ),
         )
@@ -197,6 +197,27 @@ fn the_demo_gives_the_same_answers_on_the_embedded_log_and_on_kafka() {
     let kafka = Deployment::distributed(&servers, "demo");
     let there = demo_scenario(&kafka);
     assert_eq!(here, there);
+
+    // Personal data reads the same, sealed under keys in the data dir here and in a
+    // PostgreSQL table there (none in that data dir).
+    let export = |d: &Deployment| {
+        d.json(&[
+            "subject",
+            "export",
+            "--tenant",
+            "tenant-001",
+            "--subject",
+            "billing-contact",
+        ])
+    };
+    let (mine, theirs) = (export(&embedded), export(&kafka));
+    assert_eq!(
+        theirs["events"][0]["payload"]["name"],
+        "Billing Contact 001"
+    );
+    assert_eq!(mine["events"][0]["payload"], theirs["events"][0]["payload"]);
+    assert!(embedded.dir.path().join("data/keys/subjects").is_dir());
+    assert!(!kafka.dir.path().join("data/keys/subjects").exists());
 
     // The topic is a real Kafka topic with the configured partitions and readable records.
     let stat = kafka.json(&["log", "stat"]);

@@ -21,6 +21,15 @@ pub const SCOPE: &str = "privacy:admin";
 
 type Answer = Result<(StatusCode, Json<CommandResponse>), ApiError>;
 
+/// The subject key store could not answer (e.g. its database is down): a retry can help.
+fn key_store_error(detail: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "key_store_unavailable",
+        format!("{detail}; the request can be repeated"),
+    )
+}
+
 /// Registers a contact. Name and email are personal data: sealed in the log under the
 /// contact's own key.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/contacts", tag = "privacy",
@@ -77,7 +86,7 @@ pub async fn register_contact(
         (status = 403, description = "Other tenant's token or no `privacy:admin` scope", body = ErrorBody),
         (status = 404, description = "No such subject (`unknown_subject`)", body = ErrorBody),
         (status = 422, description = "`reason` missing or too long", body = ErrorBody),
-        (status = 503, description = "The key store is not available to this server", body = ErrorBody),
+        (status = 503, description = "The key store is not available to this server, or could not finish the deletion (`key_store_unavailable`: the erasure is recorded; repeat the request)", body = ErrorBody),
     ))]
 pub async fn erase(
     State(state): State<AppState>,
@@ -105,7 +114,7 @@ pub async fn erase(
     tokio::task::spawn_blocking(move || keys.erase(&t, &s))
         .await
         .map_err(|e| ApiError::internal(format!("the key deletion did not finish: {e}")))?
-        .map_err(ApiError::internal)?;
+        .map_err(key_store_error)?;
     state.erased();
     Ok(respond(outcome))
 }
@@ -121,6 +130,7 @@ pub async fn erase(
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "Other tenant's token or no `privacy:admin` scope", body = ErrorBody),
         (status = 404, description = "Nothing about this subject", body = ErrorBody),
+        (status = 503, description = "The key store is not available to this server (`no_key_store`, `key_store_unavailable`)", body = ErrorBody),
     ))]
 pub async fn export(
     State(state): State<AppState>,
@@ -137,12 +147,21 @@ pub async fn export(
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let registry = state.inner.registry.clone();
     let (t, s) = (tenant.clone(), subject.clone());
-    let events = tokio::task::spawn_blocking(move || {
-        annals_audit::subjects::subject_events(&topic, &registry, &t, &s, &contact_stream(&t, &s))
+    // Both read the key store, which may be a database: off the async threads.
+    let (events, has_key) = tokio::task::spawn_blocking(move || {
+        let events = annals_audit::subjects::subject_events(
+            &topic,
+            &registry,
+            &t,
+            &s,
+            &contact_stream(&t, &s),
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        let has_key = keys.exists(&t, &s).map_err(key_store_error)?;
+        Ok::<_, ApiError>((events, has_key))
     })
     .await
-    .map_err(|e| ApiError::internal(format!("the export did not finish: {e}")))?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    .map_err(|e| ApiError::internal(format!("the export did not finish: {e}")))??;
     if events.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -151,7 +170,7 @@ pub async fn export(
         ));
     }
     Ok(Json(SubjectExport {
-        erased: !keys.exists(&tenant, &subject),
+        erased: !has_key,
         tenant,
         subject,
         events: events
