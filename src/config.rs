@@ -14,6 +14,9 @@ pub struct Config {
     pub server: Server,
     pub audit: Audit,
     pub privacy: Privacy,
+    /// `[retention]`: how long each analytics dataset keeps a tenant's rows, e.g.
+    /// `signals = "90d"` (units s, m, h, d, w). `annals retention run` applies it.
+    pub retention: std::collections::BTreeMap<String, String>,
 }
 
 /// `[audit]`: signed checkpoints of the log.
@@ -355,6 +358,7 @@ impl Config {
 
     /// Checks values before anything opens a file or a connection.
     pub fn validate(&self) -> Result<(), String> {
+        crate::commands::retention::policies(&self.retention)?;
         if self.audit.checkpoint_every_events == 0 || self.audit.checkpoint_every_seconds == 0 {
             return Err(
                 "[audit] checkpoint_every_events and checkpoint_every_seconds must be at least 1"

@@ -70,6 +70,10 @@ enum Command {
     /// Data-subject requests: erase a subject's personal data, export what annals holds about it.
     #[command(subcommand)]
     Subject(commands::subject::SubjectCommand),
+    /// Retention policies of the analytics read model: review (dry run) and remove rows past
+    /// their time to live, both recorded as events.
+    #[command(subcommand)]
+    Retention(commands::retention::RetentionCommand),
     /// Query the analytics tables with SQL (ClickHouse when configured, otherwise DataFusion
     /// over the embedded Parquet files).
     Sql(commands::sql::Args),
@@ -216,6 +220,7 @@ fn main() -> ExitCode {
         Command::Projections(c) => commands::projections::run(&ctx, c),
         Command::Sql(a) => commands::sql::run(&ctx, a),
         Command::Subject(c) => commands::subject::run(&ctx, c),
+        Command::Retention(c) => commands::retention::run(&ctx, c),
         Command::Log(c) => commands::log::run(&ctx, c),
         Command::Process(a) => commands::process::run(&ctx, a),
         Command::Schema(c) => commands::schema::run(&ctx, c),

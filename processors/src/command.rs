@@ -4,7 +4,7 @@ use annals_domain::billing::{BudgetCommand, InvoiceCommand};
 use annals_domain::ingest::IngestCommand;
 use annals_domain::models::{DeploymentCommand, ModelVersionCommand};
 use annals_domain::policy::PolicyCommand;
-use annals_domain::tenancy::{ContactCommand, TenantCommand};
+use annals_domain::tenancy::{ContactCommand, RetentionCommand, TenantCommand};
 use annals_domain::{DomainError, Kind};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,11 @@ pub enum Command {
         tenant: String,
         contact_id: String,
         command: ContactCommand,
+    },
+    /// A tenant's retention runs: dry runs recorded, reviewed runs applied.
+    Retention {
+        tenant: String,
+        command: RetentionCommand,
     },
     Ingest(IngestCommand),
     Invoice {
@@ -59,6 +64,7 @@ impl Command {
             Command::Ingest(IngestCommand::IngestSignals { tenant, .. }) => tenant,
             Command::Tenancy { tenant, .. }
             | Command::Contact { tenant, .. }
+            | Command::Retention { tenant, .. }
             | Command::Invoice { tenant, .. }
             | Command::Budget { tenant, .. }
             | Command::ModelVersion { tenant, .. }
@@ -75,6 +81,7 @@ impl Command {
             Command::Contact {
                 tenant, contact_id, ..
             } => tenancy::contact_stream(tenant, contact_id),
+            Command::Retention { tenant, .. } => tenancy::retention_stream(tenant),
             Command::Ingest(IngestCommand::IngestSignals { tenant, source, .. }) => {
                 ingest::stream(tenant, source)
             }

@@ -15,7 +15,8 @@ use annals_domain::models::{
 };
 use annals_domain::policy::{Policy, PolicyEvent, PolicyServices};
 use annals_domain::tenancy::{
-    Contact, ContactCommand, ContactEvent, ContactServices, Tenant, TenantEvent, TenantStatus,
+    Contact, ContactCommand, ContactEvent, ContactServices, Retention, RetentionCommand,
+    RetentionEvent, RetentionServices, Tenant, TenantEvent, TenantStatus,
 };
 use annals_domain::{DomainError, Payload};
 use annals_events::{EnvelopeRef, NewEvent, Partition};
@@ -45,6 +46,8 @@ pub(crate) struct Decided {
 pub struct PartitionState {
     tenants: HashMap<String, Tenant>,
     contacts: HashMap<String, Contact>,
+    #[serde(default)]
+    retentions: HashMap<String, Retention>,
     sources: HashMap<String, Source>,
     sources_per_tenant: HashMap<String, usize>,
     invoices: HashMap<String, Invoice>,
@@ -118,8 +121,10 @@ impl PartitionState {
                 let payload = json()?;
                 if let Some(e) = TenantEvent::from_json(t, payload.clone()) {
                     apply_to(&mut self.tenants, s, e.map_err(fail)?);
-                } else if let Some(e) = ContactEvent::from_json(t, payload) {
+                } else if let Some(e) = ContactEvent::from_json(t, payload.clone()) {
                     apply_to(&mut self.contacts, s, e.map_err(fail)?);
+                } else if let Some(e) = RetentionEvent::from_json(t, payload) {
+                    apply_to(&mut self.retentions, s, e.map_err(fail)?);
                 }
             }
             Some("ingest") => {
@@ -218,6 +223,7 @@ impl PartitionState {
         add(&mut out, v, &self.deployments, &keep);
         add(&mut out, v, &self.policies, &keep);
         add(&mut out, v, &self.contacts, &keep);
+        add(&mut out, v, &self.retentions, &keep);
         out
     }
 
@@ -333,6 +339,14 @@ impl PartitionState {
                 }
                 let services = ContactServices { tenant: status };
                 let r = run(rt, &mut self.contacts, &stream, command, &services);
+                emitted.all(self.settle(r)?, None)?;
+            }
+            Command::Retention { command, .. } => {
+                if let RetentionCommand::ReviewRetention(run) = &command {
+                    same_address("tenant", &run.tenant, &tenant)?;
+                }
+                let services = RetentionServices { tenant: status };
+                let r = run(rt, &mut self.retentions, &stream, command, &services);
                 emitted.all(self.settle(r)?, None)?;
             }
             Command::Ingest(command) => {

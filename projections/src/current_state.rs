@@ -289,7 +289,8 @@ impl Projection for CurrentState {
             DomainEvent::ModelVersion(e) => model_version(tx, e, v).await,
             DomainEvent::Deployment(e) => deployment(tx, e, v).await,
             DomainEvent::Policy(e) => policy(tx, e, v).await,
-            DomainEvent::Signal(_) | DomainEvent::Other => Ok(()),
+            // Retention ages out analytics rows; current state has nothing that ages.
+            DomainEvent::Signal(_) | DomainEvent::Retention(_) | DomainEvent::Other => Ok(()),
         }
     }
 }

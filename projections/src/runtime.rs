@@ -10,7 +10,7 @@ use annals_domain::billing::{BudgetEvent, InvoiceEvent};
 use annals_domain::ingest::IngestEvent;
 use annals_domain::models::{DeploymentEvent, ModelVersionEvent};
 use annals_domain::policy::PolicyEvent;
-use annals_domain::tenancy::{ContactEvent, TenantEvent};
+use annals_domain::tenancy::{ContactEvent, RetentionEvent, TenantEvent};
 use annals_events::{Envelope, Topic};
 use annals_schemas::Registry;
 use serde::Serialize;
@@ -88,6 +88,7 @@ impl TableSpec {
 pub enum DomainEvent {
     Tenant(TenantEvent),
     Contact(ContactEvent),
+    Retention(RetentionEvent),
     Signal(Box<IngestEvent>),
     Invoice(InvoiceEvent),
     Budget(BudgetEvent),
@@ -123,7 +124,10 @@ impl DomainEvent {
                 if let Some(r) = TenantEvent::from_json(t, v.clone()) {
                     return r.map(DomainEvent::Tenant).map_err(fail);
                 }
-                some(ContactEvent::from_json(t, v).map(|r| r.map(DomainEvent::Contact)))
+                if let Some(r) = ContactEvent::from_json(t, v.clone()) {
+                    return r.map(DomainEvent::Contact).map_err(fail);
+                }
+                some(RetentionEvent::from_json(t, v).map(|r| r.map(DomainEvent::Retention)))
             }
             Some("ingest") if t == "ingest.SignalIngested" => {
                 IngestEvent::decode(registry, env.schema_id, &env.payload)

@@ -414,6 +414,18 @@ fn realistic_payloads() -> Vec<(&'static str, serde_json::Value)> {
         ),
         ("tenancy.TenantArchived", json!({"tenant": "acme"})),
         (
+            "tenancy.RetentionReviewed",
+            json!({"tenant": "acme", "run_id": "ret-2025-04", "as_of": 1_744_070_400_000_000_i64, "bound": 81_920,
+            "datasets": [{"dataset": "signals", "ttl_seconds": 7_776_000, "cutoff": 1_736_294_400_000_000_i64, "rows": 1_204}],
+            "rows": 1_204, "digest": "5d41402abc4b2a76b9719d911017c5925d41402abc4b2a76b9719d911017c592"}),
+        ),
+        (
+            "tenancy.RetentionApplied",
+            json!({"tenant": "acme", "run_id": "ret-2025-04", "as_of": 1_744_070_400_000_000_i64, "bound": 81_920,
+            "datasets": [{"dataset": "signals", "ttl_seconds": 7_776_000, "cutoff": 1_736_294_400_000_000_i64, "rows": 1_204}],
+            "rows": 1_204, "digest": "5d41402abc4b2a76b9719d911017c5925d41402abc4b2a76b9719d911017c592"}),
+        ),
+        (
             "ingest.SignalIngested",
             json!({"tenant": "acme", "source": "sensor-7", "signal_id": "sig-0002",
             "ts": 1_735_689_600_123_456_i64, "attributes": {"room": "b12", "floor": "3"}, "value": 21.5, "unit": "celsius"}),

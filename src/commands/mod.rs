@@ -15,6 +15,7 @@ pub mod process;
 pub mod projections;
 pub mod prove;
 pub mod replay;
+pub mod retention;
 pub mod schema;
 pub mod serve;
 pub mod sql;

@@ -2,13 +2,15 @@
 //! (active → suspended → active, or → archived, which is final).
 //!
 //! A tenant's contacts are people — data subjects — whose personal data can be erased
-//! (`contact`).
+//! (`contact`). Their rows in the analytics read models age out under retention runs, each
+//! reviewed as a dry run before it is applied (`retention`).
 //!
 //! The tenant's status gates every other context: commands for an unknown, suspended or archived
 //! tenant are refused (see [`TenantStatus::require_active`]).
 
 mod aggregate;
 mod contact;
+mod retention;
 #[cfg(test)]
 mod tests;
 
@@ -16,6 +18,10 @@ pub use aggregate::{Tenant, TenantCommand, TenantEvent, TenantStatus};
 pub use contact::{
     CONTACT_ROLES, CONTACT_STREAM_TYPE, Contact, ContactCommand, ContactEvent, ContactRegistered,
     ContactServices, SubjectErased, contact_stream,
+};
+pub use retention::{
+    RETENTION_STREAM_TYPE, Retention, RetentionCommand, RetentionCut, RetentionEvent, RetentionRun,
+    RetentionServices, retention_stream,
 };
 
 use serde::{Deserialize, Serialize};

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use clickhouse::{Client, Compression};
 
 use super::model::{Cell, ColumnType, TABLES, Table};
+use super::retention::Deletion;
 use super::{AnalyticsError, Batch, Format, Position};
 
 const POSITIONS: &str = "annals_positions";
@@ -47,6 +48,19 @@ fn failed(context: &str) -> impl FnOnce(clickhouse::error::Error) -> AnalyticsEr
 
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The rows a retention run's deletion matches, as a `WHERE` condition: the same rows the
+/// dry run lists and the live run removes.
+fn predicate(d: &Deletion) -> String {
+    format!(
+        "tenant = {} AND log_partition = {} AND seq < {} AND `{}` < fromUnixTimestamp64Micro(toInt64({}), 'UTC')",
+        quote(&d.tenant),
+        d.partition,
+        d.before_seq,
+        d.time_column(),
+        d.cutoff
+    )
 }
 
 impl ClickHouseStore {
@@ -267,6 +281,23 @@ impl ClickHouseStore {
             self.insert(&self.table_name(t.name), &columns, data, &token)
                 .await?;
         }
+        // Retention runs in the batch: their rows go before the position moves past them.
+        for d in &batch.rows.deletions {
+            self.client
+                .query_raw(&format!(
+                    "ALTER TABLE `{}` DELETE WHERE {}",
+                    self.table_name(d.table_name()),
+                    predicate(d)
+                ))
+                // Wait until the rows are gone from the table's parts, not only marked.
+                .with_setting("mutations_sync", "2")
+                .execute()
+                .await
+                .map_err(failed(&format!(
+                    "cannot remove the rows of a retention run from {}",
+                    d.table_name()
+                )))?;
+        }
         crate::failpoint("analytics.clickhouse.before_position");
         let positions = self.table_name(POSITIONS);
         let (p, first, next, at) = (
@@ -295,6 +326,26 @@ impl ClickHouseStore {
             )));
         }
         Ok(())
+    }
+
+    /// `(seq, time)` of every stored row `d` matches.
+    pub async fn matching(&self, d: &Deletion) -> Result<Vec<(u64, i64)>, AnalyticsError> {
+        let rows = self
+            .fetch_tsv(&format!(
+                "SELECT seq, toUnixTimestamp64Micro(`{}`) FROM `{}` FINAL WHERE {} ORDER BY seq",
+                d.time_column(),
+                self.table_name(d.table_name()),
+                predicate(d)
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let bad = || AnalyticsError::Store(format!("unexpected row {r:?}"));
+                let seq = r.first().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+                let time = r.get(1).and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+                Ok((seq, time))
+            })
+            .collect()
     }
 
     pub async fn row_counts(&self) -> Result<BTreeMap<String, u64>, AnalyticsError> {

@@ -4,7 +4,8 @@
 //!
 //! Owns: the tables and the pure event → rows mapping ([`model`]), the two stores
 //! ([`parquet`], [`clickhouse`]), catching a store up with the log, its status, and rebuilds
-//! into shadow tables swapped in when caught up, and `annals sql` ([`Analytics::query`]).
+//! into shadow tables swapped in when caught up, `annals sql` ([`Analytics::query`]), and
+//! which rows a retention run removes ([`retention`]).
 //!
 //! Exactly once, without transactions: every batch of one partition's events `[first, next)` is
 //! written with its position in a way a retry cannot double —
@@ -18,6 +19,7 @@
 pub mod clickhouse;
 pub mod model;
 pub mod parquet;
+pub mod retention;
 
 use std::collections::BTreeMap;
 

@@ -13,8 +13,10 @@
 use annals_domain::billing::{BudgetEvent, InvoiceEvent, minor_to_thousandths};
 use annals_domain::models::{DeploymentEvent, TrafficShare};
 use annals_domain::policy::{Effect, PolicyEvent};
+use annals_domain::tenancy::RetentionEvent;
 use annals_events::Envelope;
 
+use super::retention::Deletion;
 use crate::runtime::DomainEvent;
 
 /// A column's type, named by what an analyst sees.
@@ -422,10 +424,13 @@ pub enum Cell {
     Shares(Vec<(String, i64)>),
 }
 
-/// Rows of every table, from a batch of events.
+/// Rows of every table, from a batch of events, and the stored rows its retention runs remove.
 #[derive(Debug, Clone, Default)]
 pub struct RowSet {
     pub tables: [Vec<Vec<Cell>>; 6],
+    /// Retention runs applied in the batch: the stores remove what these match among the rows
+    /// stored before the batch (the batch's own rows are already filtered).
+    pub deletions: Vec<Deletion>,
 }
 
 impl RowSet {
@@ -517,8 +522,16 @@ fn shares(traffic: &[TrafficShare]) -> Cell {
 }
 
 /// Appends the rows `env` makes to `out`: one `events` row for every event, and one row of the
-/// table its type feeds, if any. Pure: the same event always gives the same rows.
+/// table its type feeds, if any. An applied retention run removes the rows it matches from
+/// `out` and is kept in `out.deletions` for the rows already stored. Pure: the same event
+/// always gives the same rows.
 pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<(), String> {
+    if let DomainEvent::Retention(RetentionEvent::RetentionApplied(run)) = event {
+        for d in Deletion::of_run(run, env.partition, env.seq) {
+            out.tables[d.table].retain(|row| !d.matches(row));
+            out.deletions.push(d);
+        }
+    }
     let tail = [Cell::UInt(u64::from(env.partition)), Cell::UInt(env.seq)];
     let mut push = |table: usize, mut row: Vec<Cell>| {
         row.extend(tail.iter().cloned());

@@ -9,6 +9,9 @@
 //! at all, and the partition's position is the highest `next` among its folders. A rebuild
 //! fills a new generation and then replaces `CURRENT` in one rename. Compaction merges runs of
 //! small batches into one folder; a folder whose range another covers is never read.
+//! A retention run rewrites the folders holding rows it removes as new revisions of the same
+//! range (`<first>-<next>.r<N>`, renamed in before the old one is removed); the highest revision
+//! of a range is the one read.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,11 +19,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Decimal128Builder, Float64Builder, Int64Builder, ListBuilder, MapBuilder,
-    StringBuilder, StringDictionaryBuilder, TimestampMicrosecondBuilder, UInt32Builder,
-    UInt64Builder,
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Builder, Float64Builder, Int64Builder,
+    ListBuilder, MapBuilder, StringBuilder, StringDictionaryBuilder, TimestampMicrosecondBuilder,
+    UInt32Builder, UInt64Builder,
 };
-use datafusion::arrow::datatypes::{Field, Int32Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int32Type, Schema, SchemaRef, TimestampMicrosecondType, UInt32Type, UInt64Type,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -35,6 +40,7 @@ use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Cell, ColumnType, TABLES, Table, column_index};
+use super::retention::{Deletion, PredicateColumns};
 use super::{AnalyticsError, Batch, Format, Position};
 
 /// The embedded analytics store.
@@ -68,13 +74,18 @@ fn arrow_err(context: &str) -> impl FnOnce(datafusion::arrow::error::ArrowError)
     move |e| AnalyticsError::Store(format!("{context}: {e}"))
 }
 
-/// `first-next` of a committed batch folder.
-fn batch_range(name: &str) -> Option<(u64, u64)> {
-    let (a, b) = name.split_once('-')?;
+/// `first-next` and revision of a committed batch folder: `<first>-<next>` (revision 0), or
+/// `<first>-<next>.r<N>` once retention has rewritten it.
+fn batch_range(name: &str) -> Option<(u64, u64, u32)> {
+    let (range, revision) = match name.split_once(".r") {
+        Some((range, n)) => (range, n.parse().ok()?),
+        None => (name, 0),
+    };
+    let (a, b) = range.split_once('-')?;
     if a.len() != 12 || b.len() != 12 {
         return None;
     }
-    Some((a.parse().ok()?, b.parse().ok()?))
+    Some((a.parse().ok()?, b.parse().ok()?, revision))
 }
 
 /// Whether the process that is writing the hidden folder `name` (`.tmp-<range>-<pid>-<n>`)
@@ -208,10 +219,10 @@ impl ParquetStore {
         Ok(out)
     }
 
-    /// Committed batch folders, oldest first.
     /// Committed batch folders, oldest first per partition. A folder whose range lies inside
     /// another's is left out: compaction renames the merged folder in before it removes the
-    /// ones it merged, and a reader in between must count their rows once.
+    /// ones it merged, and a reader in between must count their rows once. Of two revisions of
+    /// one range (a retention rewrite in progress), the higher is kept.
     fn batches(&self) -> Result<Vec<(PathBuf, u64, u64)>, AnalyticsError> {
         let mut out = Vec::new();
         for p in self.partition_dirs()? {
@@ -224,14 +235,16 @@ impl ParquetStore {
         let mut found = Vec::new();
         for entry in fs::read_dir(pdir).map_err(io(format!("cannot list {}", pdir.display())))? {
             let entry = entry.map_err(io("cannot list a partition folder"))?;
-            if let Some((first, next)) = batch_range(&entry.file_name().to_string_lossy()) {
-                found.push((entry.path(), first, next));
+            if let Some((first, next, rev)) = batch_range(&entry.file_name().to_string_lossy()) {
+                found.push((entry.path(), first, next, rev));
             }
         }
-        // By start, the widest first: a covered folder follows the one covering it.
-        found.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
+        // By start, the widest first, the newest revision first: a covered folder follows the
+        // one covering it.
+        found.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)).then(b.3.cmp(&a.3)));
         let mut out: Vec<(PathBuf, u64, u64)> = Vec::with_capacity(found.len());
-        for b in found {
+        for (path, first, next, _) in found {
+            let b = (path, first, next);
             if out
                 .last()
                 .is_some_and(|last| b.1 >= last.1 && b.2 <= last.2)
@@ -435,7 +448,7 @@ impl ParquetStore {
         let mut pos = 0;
         for entry in entries {
             let entry = entry.map_err(io("cannot list a partition folder"))?;
-            if let Some((_, next)) = batch_range(&entry.file_name().to_string_lossy()) {
+            if let Some((_, next, _)) = batch_range(&entry.file_name().to_string_lossy()) {
                 pos = pos.max(next);
             }
         }
@@ -519,6 +532,9 @@ impl ParquetStore {
                 "analytics partition {}: a batch starting at seq {} does not follow the stored position {position}",
                 batch.partition, batch.first
             )));
+        }
+        if !batch.rows.deletions.is_empty() {
+            self.remove_matching(pdir, &batch.rows.deletions)?;
         }
         crate::failpoint("analytics.parquet.before_commit");
         fs::rename(tmp, done).map_err(io(format!("cannot rename {}", tmp.display())))?;
@@ -622,6 +638,241 @@ impl ParquetStore {
             .map_err(|e| AnalyticsError::Query(e.to_string()))?;
         render(schema, &batches, format)
     }
+}
+
+/// Retention: listing and removing the rows a retention run matches.
+impl ParquetStore {
+    /// `(seq, time)` of every stored row `d` matches, in the live generation.
+    pub fn matching(&self, d: &Deletion) -> Result<Vec<(u64, i64)>, AnalyticsError> {
+        let pdir = self.dir()?.join(format!("p{:04}", d.partition));
+        if !pdir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let c = PredicateColumns::of(&TABLES[d.table]);
+        let mut out = Vec::new();
+        for (dir, first, _) in Self::partition_batches(&pdir)? {
+            if first >= d.before_seq {
+                continue;
+            }
+            for path in table_files(&dir, d.table_name())? {
+                for batch in read_parquet(&path)? {
+                    let mask = mask(std::slice::from_ref(d), &batch)?;
+                    let seq = batch.column(c.seq).as_primitive::<UInt64Type>();
+                    let time = batch
+                        .column(c.time)
+                        .as_primitive::<TimestampMicrosecondType>();
+                    for i in (0..batch.num_rows()).filter(|&i| mask.value(i)) {
+                        out.push((seq.value(i), time.value(i)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the rows `deletions` match from the committed folders of one partition: each
+    /// folder holding such rows is written again without them as the next revision of its
+    /// range, renamed in, and then the old revision is removed. The caller holds the lock.
+    /// Running it again finds nothing more to remove.
+    fn remove_matching(&self, pdir: &Path, deletions: &[Deletion]) -> Result<(), AnalyticsError> {
+        for (dir, first, next) in Self::partition_batches(pdir)? {
+            let relevant: Vec<Deletion> = deletions
+                .iter()
+                .filter(|d| first < d.before_seq)
+                .cloned()
+                .collect();
+            if relevant.is_empty() {
+                continue;
+            }
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let revision = batch_range(&name).map_or(0, |(_, _, r)| r);
+            let new_name = format!("{first:012}-{next:012}.r{}", revision + 1);
+            let tmp = pdir.join(format!(".tmp-{new_name}-{}-d0", std::process::id()));
+            let result = self
+                .rewrite_without(&dir, &tmp, &relevant)
+                .and_then(|changed| {
+                    if !changed {
+                        return Ok(());
+                    }
+                    fs::rename(&tmp, pdir.join(&new_name))
+                        .map_err(io(format!("cannot rename {}", tmp.display())))?;
+                    sync_dir(pdir)?;
+                    fs::remove_dir_all(&dir)
+                        .map_err(io(format!("cannot remove {}", dir.display())))?;
+                    sync_dir(pdir)
+                });
+            if tmp.exists() {
+                fs::remove_dir_all(&tmp).ok();
+            }
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Writes `dir` into `tmp` without the rows `deletions` match; false (and nothing in
+    /// `tmp`) if it holds none.
+    fn rewrite_without(
+        &self,
+        dir: &Path,
+        tmp: &Path,
+        deletions: &[Deletion],
+    ) -> Result<bool, AnalyticsError> {
+        let mut info = Self::info(dir)?;
+        let mut kept: Vec<(PathBuf, Option<Vec<RecordBatch>>)> = Vec::new();
+        let mut changed = false;
+        for entry in fs::read_dir(dir).map_err(io(format!("cannot list {}", dir.display())))? {
+            let path = entry.map_err(io("cannot list a batch"))?.path();
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !file.ends_with(".parquet") {
+                continue;
+            }
+            let table = file.split('.').next().unwrap_or_default();
+            let mine: Vec<Deletion> = deletions
+                .iter()
+                .filter(|d| d.table_name() == table)
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                kept.push((path, None));
+                continue;
+            }
+            let mut removed = 0u64;
+            let mut batches = Vec::new();
+            for batch in read_parquet(&path)? {
+                let mask = mask(&mine, &batch)?;
+                removed += mask.true_count() as u64;
+                let keep = datafusion::arrow::compute::not(&mask)
+                    .map_err(arrow_err("cannot filter a batch"))?;
+                batches.push(
+                    datafusion::arrow::compute::filter_record_batch(&batch, &keep)
+                        .map_err(arrow_err("cannot filter a batch"))?,
+                );
+            }
+            if removed == 0 {
+                kept.push((path, None));
+                continue;
+            }
+            changed = true;
+            if let Some(n) = info.rows.get_mut(table) {
+                *n = n.saturating_sub(removed);
+            }
+            kept.push((path, Some(batches)));
+        }
+        if !changed {
+            return Ok(false);
+        }
+        fs::create_dir_all(tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
+        for (path, rewritten) in kept {
+            let Some(file) = path.file_name() else {
+                continue;
+            };
+            let out = tmp.join(file);
+            match rewritten {
+                // Untouched files are shared with the old revision, which is removed after.
+                None => fs::hard_link(&path, &out)
+                    .or_else(|_| fs::copy(&path, &out).map(|_| ()))
+                    .map_err(io(format!("cannot copy {}", path.display())))?,
+                Some(batches) if batches.iter().all(|b| b.num_rows() == 0) => {}
+                Some(batches) => write_batches(&out, &batches)?,
+            }
+        }
+        let info_path = tmp.join("batch.json");
+        fs::write(
+            &info_path,
+            serde_json::to_vec_pretty(&info).expect("serialisable"),
+        )
+        .and_then(|()| fs::File::open(&info_path)?.sync_all())
+        .map_err(io(format!("cannot write {}", info_path.display())))?;
+        sync_dir(tmp)?;
+        Ok(true)
+    }
+}
+
+/// The Parquet files of one table in a batch folder.
+fn table_files(dir: &Path, table: &str) -> Result<Vec<PathBuf>, AnalyticsError> {
+    let prefix = format!("{table}.");
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io(format!("cannot list {}", dir.display())))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(&prefix) && n.ends_with(".parquet")
+            })
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, AnalyticsError> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let input = fs::File::open(path).map_err(io(format!("cannot open {}", path.display())))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(input)
+        .and_then(|b| b.build())
+        .map_err(|e| AnalyticsError::Store(format!("cannot read {}: {e}", path.display())))?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(arrow_err(&format!("cannot read {}", path.display())))
+}
+
+/// Which rows of a batch of one table any of `deletions` (all of that table) matches.
+fn mask(deletions: &[Deletion], batch: &RecordBatch) -> Result<BooleanArray, AnalyticsError> {
+    let Some(first) = deletions.first() else {
+        return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
+    };
+    let c = PredicateColumns::of(&TABLES[first.table]);
+    let tenant = datafusion::arrow::compute::cast(batch.column(c.tenant), &DataType::Utf8)
+        .map_err(arrow_err("cannot read the tenant column"))?;
+    let tenant = tenant.as_string::<i32>();
+    let partition = batch.column(c.partition).as_primitive::<UInt32Type>();
+    let seq = batch.column(c.seq).as_primitive::<UInt64Type>();
+    let time = batch
+        .column(c.time)
+        .as_primitive::<TimestampMicrosecondType>();
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            let hit = !tenant.is_null(i)
+                && !time.is_null(i)
+                && deletions.iter().any(|d| {
+                    d.holds(
+                        tenant.value(i),
+                        partition.value(i),
+                        seq.value(i),
+                        time.value(i),
+                    )
+                });
+            Some(hit)
+        })
+        .collect())
+}
+
+fn write_batches(path: &Path, batches: &[RecordBatch]) -> Result<(), AnalyticsError> {
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Ok(());
+    };
+    let file = fs::File::create(path).map_err(io(format!("cannot create {}", path.display())))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let write = |file: fs::File| -> Result<fs::File, datafusion::parquet::errors::ParquetError> {
+        let mut w = ArrowWriter::try_new(file, schema, Some(props))?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.into_inner()
+    };
+    let file = write(file)
+        .map_err(|e| AnalyticsError::Store(format!("cannot write {}: {e}", path.display())))?;
+    file.sync_all()
+        .map_err(io(format!("cannot sync {}", path.display())))
 }
 
 /// Renders query results as a table, CSV or JSON (one object per row, in an array).
