@@ -1,6 +1,7 @@
 //! Evidence bundles: a tenant's events of a period, each with its inclusion proof in the
 //! partition's latest signed checkpoint, written as a ustar archive in `annals-proof`'s bundle
-//! format (see `annals_proof::bundle`, which also verifies them).
+//! format (see `annals_proof::bundle`, which also verifies them). The manifest is signed with
+//! the checkpoint key (`manifest.sig`), so the list of events is the log's own statement.
 //!
 //! The tenant's partition is read once: its leaf hashes, the tenant's events whose
 //! `recorded_at` is in `[from, to)`, and its latest checkpoint. The tree under that checkpoint
@@ -12,16 +13,17 @@ use std::io::Write;
 
 use annals_events::{EnvelopeRef, Log};
 use annals_proof::bundle::{
-    MANIFEST, Manifest, PUBLIC_KEY, README, checkpoint_path, event_document, event_path,
-    format_micros, proof_path,
+    MANIFEST, MANIFEST_SIGNATURE, Manifest, PUBLIC_KEY, README, checkpoint_path, event_document,
+    event_path, format_micros, manifest_message, proof_path, signature_file,
 };
 use annals_proof::merkle::Hash;
-use annals_proof::{Checkpoint, InclusionProof, ProvenEvent, PublicKey, leaf_hash, node_hash};
+use annals_proof::{Checkpoint, InclusionProof, ProvenEvent, leaf_hash, node_hash};
 use annals_schemas::Registry;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::decode_checkpoint;
+use crate::key::CheckpointKey;
 use crate::{AuditError, CHECKPOINT_EVENT_TYPE, checkpoint_stream};
 
 /// What to export.
@@ -34,7 +36,8 @@ pub struct EvidenceRequest {
     pub to: i64,
 }
 
-/// A bundle ready to write: its members in archive order (`manifest.json` first).
+/// A bundle ready to write: its members in archive order (`manifest.json` first, then
+/// `manifest.sig`).
 #[derive(Debug, Clone)]
 pub struct Evidence {
     pub manifest: Manifest,
@@ -123,17 +126,18 @@ impl Tree {
     }
 }
 
-/// Collects the evidence of `req` from `log`. `key` is the log's public key: the checkpoint is
-/// checked against it (and against the log's leaves) before anything is written;
-/// `created_at` (µs) is told in the README. Fails with
+/// Collects the evidence of `req` from `log`. `signer` is the log's checkpoint key: the
+/// checkpoint is checked against its public key (and against the log's leaves) before anything
+/// is written, and it signs the manifest; `created_at` (µs) is told in the README. Fails with
 /// [`AuditError::NotCovered`] if an event of the period is newer than the latest checkpoint.
 pub fn collect_evidence(
     log: &Log,
     registry: &Registry,
-    key: &PublicKey,
+    signer: &CheckpointKey,
     req: &EvidenceRequest,
     created_at: i64,
 ) -> Result<Evidence, AuditError> {
+    let key = &signer.public_key();
     if req.from >= req.to {
         return Err(AuditError::BadReference(format!(
             "the period is empty: --from {} is not before --to {}",
@@ -207,7 +211,7 @@ pub fn collect_evidence(
             ));
         }
         c.verify_signature(key)
-            .map_err(|e| mismatch(cseq, format!("{e} (the data dir's public key)")))?;
+            .map_err(|e| mismatch(cseq, format!("{e} (the key signing this bundle)")))?;
         leaves.truncate(c.tree_size as usize);
         let t = Tree::new(leaves);
         if t.root() != c.root_hash {
@@ -272,6 +276,7 @@ pub fn collect_evidence(
     body.extend(proofs);
 
     let mut manifest = Manifest {
+        signed: true,
         tenant: req.tenant.clone(),
         topic: req.topic.clone(),
         partition,
@@ -288,7 +293,12 @@ pub fn collect_evidence(
         .iter()
         .map(|(n, b)| (n.clone(), Sha256::digest(b).into()))
         .collect();
-    let mut files = vec![(MANIFEST.to_owned(), pretty(&manifest.to_json()))];
+    let manifest_bytes = pretty(&manifest.to_json());
+    let signature = signature_file(&signer.sign(&manifest_message(&manifest_bytes)));
+    let mut files = vec![
+        (MANIFEST.to_owned(), manifest_bytes),
+        (MANIFEST_SIGNATURE.to_owned(), signature),
+    ];
     files.extend(body);
     Ok(Evidence {
         manifest,
@@ -326,7 +336,8 @@ when the event says it happened). Exported by `annals evidence` at {created}.
 
 | file | what |
 | --- | --- |
-| `manifest.json` | tenant, period, topic, partition, log id, counts, the events' seqs, the SHA-256 of every other file |
+| `manifest.json` | tenant, period, topic, partition, log id, counts, the events' seqs, the SHA-256 of every other file but `manifest.sig` |
+| `manifest.sig` | the log key's ed25519 signature of `manifest.json` (128 hex digits) |
 | `README.md` | this file |
 | `public.key` | the log's ed25519 public key (64 hex digits); the log id is its SHA-256 |
 | `checkpoints/<partition>-<tree_size>.json` | the signed checkpoint the proofs lead to |
@@ -340,18 +351,25 @@ equal `public.key`), then, with no data dir needed:
 
     annals verify-proof --bundle bundle.tar --key public.key
 
-It checks the manifest's hashes, every checkpoint's signature, every event file against its
-own bytes (hash, tenant, period, partition, seq and every field shown), every proof against its
-checkpoint and the key, and that the events listed are exactly the files present. It prints one
-`OK` line, or exits 1 naming the first file that failed and why. The checker is the crate
-`annals-proof` (hashing, ed25519 verification, JSON and a ustar reader; no other annals code).
+It checks the manifest's hashes and its signature, every checkpoint's signature, every event
+file against its own bytes (hash, tenant, period, partition, seq and every field shown), every
+proof against its checkpoint and the key, and that the events listed are exactly the files
+present. It prints one `OK` line, or exits 1 naming the first file that failed and why. The
+checker is the crate `annals-proof` (hashing, ed25519 verification, JSON and a ustar reader;
+no other annals code).
 
 ## Check it by hand
 
 `||` is concatenation, `BE32`/`BE64` big-endian integers, `H` is SHA-256.
 
-1. Files: `sha256sum` of each file equals its entry in `manifest.json` `files`.
-2. Event hash: with `e` the bytes of `envelope_hex`, `prev_hash` = `e[-64:-32]`, the stored hash
+1. Files: `sha256sum` of each file but `manifest.json` and `manifest.sig` equals its entry in
+   `manifest.json` `files`.
+2. Manifest: `manifest.sig` holds an ed25519 signature (RFC 8032; 128 hex digits, then a
+   newline) of exactly these bytes, which must verify with `public.key`:
+
+       "annals-evidence-manifest-v1\n" || the bytes of manifest.json
+
+3. Event hash: with `e` the bytes of `envelope_hex`, `prev_hash` = `e[-64:-32]`, the stored hash
    = `e[-32:]`:
 
        event_hash = H("annals.event.v1\0" || BE32(partition) || BE64(seq) || prev_hash || e[:-32])
@@ -359,12 +377,12 @@ checkpoint and the key, and that the events listed are exactly the files present
    must equal the stored hash and the file's `hash`. (`e` is the Avro binary encoding of the
    envelope v1: event_id, tenant, stream, stream_version, event_type, schema_id, occurred_at,
    recorded_at, actor, causation_id, correlation_id, payload, partition, seq, prev_hash, hash.)
-3. Leaf hash (RFC 9162 §2.1.1): `leaf = H(0x00 || event_hash)`; it is leaf number `seq` of the
+4. Leaf hash (RFC 9162 §2.1.1): `leaf = H(0x00 || event_hash)`; it is leaf number `seq` of the
    partition's tree.
-4. Node hash: `node = H(0x01 || left || right)`. Walk `audit_path` from the leaf to the root as
+5. Node hash: `node = H(0x01 || left || right)`. Walk `audit_path` from the leaf to the root as
    in RFC 9162 §2.1.3.2 (with `leaf_index` and `tree_size`); the result must be the
    checkpoint's `root_hash`.
-5. Checkpoint: the signature (ed25519, RFC 8032) covers exactly these UTF-8 lines, each ending
+6. Checkpoint: the signature (ed25519, RFC 8032) covers exactly these UTF-8 lines, each ending
    in `\n`:
 
        annals-checkpoint-v1
@@ -377,11 +395,15 @@ checkpoint and the key, and that the events listed are exactly the files present
 
    and must verify with `public.key`; `log_id` = hex `H(public key bytes)`.
 
-## What this does not show
+## What this shows, and what it does not
 
-- That no event was left out: each listed event is proven to be in the signed log, but the
-  manifest is not signed, so a bundle with an event removed (and the manifest rewritten) still
-  verifies. The log's operator can show completeness with the whole partition.
+- Each listed event is proven to be in the signed log (steps 3 to 6). The list itself — the
+  tenant, the period, which events are in it — is signed with the log's key (step 2), so a copy
+  of this bundle with an event removed, added or swapped does not verify, and nobody without
+  the key can make one that does.
+- That the list is complete is the log operator's signed statement, not a proof: the holder of
+  the key could sign a list that leaves an event out. Checking that needs the whole partition
+  (every event of it up to the checkpoint's tree size), which the operator can provide.
 - The decoded `payload` is for reading (decoded with the writer schema `schema_id`); what the
   proofs cover is the payload bytes inside `envelope_hex`.
 "#,

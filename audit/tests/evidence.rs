@@ -1,14 +1,18 @@
 //! Evidence bundles end to end: exported from a real embedded log, checked by `annals-proof`'s
 //! verifier with the public key alone; a flipped byte in any member is caught and the member
-//! named; an altered event with a rewritten manifest still fails on the event itself; a period
-//! without events gives a valid, empty bundle.
+//! named; a rewritten manifest (an event left out) fails on its signature, a removed or foreign
+//! signature likewise, and an unsigned bundle of the older format is refused unless accepted
+//! knowingly; an altered event fails on the event itself even with the manifest rewritten and
+//! re-signed; a period without events gives a valid, empty bundle.
 
 use annals_audit::{
     AuditError, CheckpointKey, Evidence, EvidenceRequest, collect_evidence, make_checkpoint,
 };
 use annals_events::{Log, LogConfig, NewEvent};
-use annals_proof::bundle::{MANIFEST, read_ustar};
-use annals_proof::{BundleError, PublicKey, verify_bundle};
+use annals_proof::bundle::{
+    MANIFEST, MANIFEST_SIGNATURE, manifest_message, read_ustar, signature_file,
+};
+use annals_proof::{BundleError, PublicKey, Unsigned, verify_bundle, verify_bundle_with};
 use annals_schemas::Registry;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -77,7 +81,7 @@ fn export(f: &Fixture, tenant: &str, from: i64, to: i64) -> Result<Evidence, Aud
         from,
         to,
     };
-    collect_evidence(&f.log, &f.registry, &f.key.public_key(), &req, 0)
+    collect_evidence(&f.log, &f.registry, &f.key, &req, 0)
 }
 
 const ALL: (i64, i64) = (0, i64::MAX);
@@ -98,17 +102,47 @@ fn members(tar: &[u8]) -> Vec<(String, usize, usize)> {
     out
 }
 
-/// Replaces a member's content and rewrites the manifest's hash of it, as a forger would.
-fn forge(e: &Evidence, name: &str, edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+/// Writes `e`'s manifest again after it was changed, signed by `signer` (the log's key, as if
+/// its holder forged it; another key; or none: the signature is left as it was).
+fn rewrite_manifest(e: &mut Evidence, signer: Option<&CheckpointKey>) {
+    let m = serde_json::to_vec_pretty(&e.manifest.to_json()).unwrap();
+    if let Some(key) = signer {
+        let sig = signature_file(&key.sign(&manifest_message(&m)));
+        let i = e
+            .files
+            .iter()
+            .position(|(n, _)| n == MANIFEST_SIGNATURE)
+            .unwrap();
+        e.files[i].1 = sig;
+    }
+    e.files[0] = (MANIFEST.into(), m);
+}
+
+/// Replaces a member's content and rewrites the manifest's hash of it, re-signed by `signer`.
+fn forge(
+    e: &Evidence,
+    name: &str,
+    signer: Option<&CheckpointKey>,
+    edit: impl Fn(&mut Vec<u8>),
+) -> Vec<u8> {
     let mut e = e.clone();
     let i = e.files.iter().position(|(n, _)| n == name).unwrap();
     edit(&mut e.files[i].1);
     e.manifest
         .files
         .insert(name.into(), Sha256::digest(&e.files[i].1).into());
-    let m = serde_json::to_vec_pretty(&e.manifest.to_json()).unwrap();
-    e.files[0] = (MANIFEST.into(), m);
+    rewrite_manifest(&mut e, signer);
     e.to_tar(0)
+}
+
+/// The bundle as `annals evidence` wrote it before manifests were signed: format v1, no
+/// `manifest.sig`.
+fn unsigned(e: &Evidence) -> Evidence {
+    let mut e = e.clone();
+    e.manifest.signed = false;
+    e.files.retain(|(n, _)| n != MANIFEST_SIGNATURE);
+    rewrite_manifest(&mut e, None);
+    e
 }
 
 #[test]
@@ -135,6 +169,7 @@ fn a_bundle_from_a_real_log_verifies_with_the_public_key_alone() {
         .collect();
     for want in [
         "manifest.json",
+        "manifest.sig",
         "README.md",
         "public.key",
         "checkpoints/",
@@ -146,7 +181,8 @@ fn a_bundle_from_a_real_log_verifies_with_the_public_key_alone() {
             "{want} in {names:?}"
         );
     }
-    assert_eq!(names.len(), 4 + 2 * 6);
+    assert_eq!(names.len(), 5 + 2 * 6);
+    assert!(s.manifest_signed);
     // Each proof is also a document `annals verify-proof FILE` accepts on its own.
     let (_, proof) = read_ustar(&tar)
         .unwrap()
@@ -184,6 +220,7 @@ fn a_flipped_byte_in_any_member_is_caught_and_the_member_named() {
             "checkpoints/2-6.json",
             "checkpoints/3-6.json",
             "manifest.json",
+            "manifest.sig",
             "public.key",
             "README.md",
         ];
@@ -197,7 +234,7 @@ fn a_flipped_byte_in_any_member_is_caught_and_the_member_named() {
             let err: BundleError = verify_bundle(&bad, &public)
                 .err()
                 .unwrap_or_else(|| panic!("byte {} of {name} flipped went unnoticed", i - start));
-            if name == "manifest.json" {
+            if name.starts_with("manifest.") {
                 assert!(
                     err.file == name || err.to_string().contains("manifest"),
                     "{name} byte {}: {err}",
@@ -220,6 +257,7 @@ fn a_flipped_byte_in_any_member_is_caught_and_the_member_named() {
             "checkpoints",
             "events",
             "manifest",
+            "manifest",
             "proofs",
             "public"
         ],
@@ -228,14 +266,16 @@ fn a_flipped_byte_in_any_member_is_caught_and_the_member_named() {
 }
 
 #[test]
-fn an_altered_event_is_caught_even_with_the_manifest_rewritten() {
+fn an_altered_event_is_caught_even_with_the_manifest_rewritten_and_re_signed() {
     let f = fixture(3);
     let e = export(&f, "acme", ALL.0, ALL.1).unwrap();
     let public = f.key.public_key();
     let check = |tar: Vec<u8>| verify_bundle(&tar, &public).unwrap_err();
+    // Forged by the key's holder: the manifest checks out, each event must still hold up.
+    let holder = Some(&f.key);
 
     // A readable field that disagrees with the envelope bytes.
-    let err = check(forge(&e, "events/3.json", |b| {
+    let err = check(forge(&e, "events/3.json", holder, |b| {
         let t = String::from_utf8(b.clone()).unwrap();
         *b = t
             .replace("\"actor\": \"tester\"", "\"actor\": \"someone\"")
@@ -249,7 +289,7 @@ fn an_altered_event_is_caught_even_with_the_manifest_rewritten() {
     assert!(err.error.detail.contains("actor"), "{err}");
 
     // The envelope bytes themselves (a byte of the payload inside them).
-    let err = check(forge(&e, "events/3.json", |b| {
+    let err = check(forge(&e, "events/3.json", holder, |b| {
         let t = String::from_utf8(b.clone()).unwrap();
         let hex = t.split("\"envelope_hex\": \"").nth(1).unwrap();
         let at = t.len() - hex.len() + 90;
@@ -262,7 +302,7 @@ fn an_altered_event_is_caught_even_with_the_manifest_rewritten() {
     );
 
     // A proof's audit path.
-    let err = check(forge(&e, "proofs/3.json", |b| {
+    let err = check(forge(&e, "proofs/3.json", holder, |b| {
         let t = String::from_utf8(b.clone()).unwrap();
         let path = t.split("\"audit_path\": [").nth(1).unwrap();
         let at = t.len() - path.len() + path.find('"').unwrap() + 1;
@@ -276,7 +316,7 @@ fn an_altered_event_is_caught_even_with_the_manifest_rewritten() {
 
     // The checkpoint's root (its signature no longer holds).
     let cp = e.manifest.checkpoints[0].clone();
-    let err = check(forge(&e, &cp, |b| {
+    let err = check(forge(&e, &cp, holder, |b| {
         let t = String::from_utf8(b.clone()).unwrap();
         let root = t.split("\"root_hash\": \"").nth(1).unwrap();
         let at = t.len() - root.len();
@@ -287,6 +327,106 @@ fn an_altered_event_is_caught_even_with_the_manifest_rewritten() {
         (cp.as_str(), "checkpoint signature"),
         "{err}"
     );
+}
+
+#[test]
+fn the_manifest_is_signed_and_a_bundle_without_its_signature_is_refused() {
+    let f = fixture(3);
+    let e = export(&f, "acme", ALL.0, ALL.1).unwrap();
+    let public = f.key.public_key();
+    verify_bundle(&e.to_tar(0), &public).unwrap();
+    let refused = |tar: &[u8]| verify_bundle(tar, &public).unwrap_err();
+
+    // An event left out, the manifest rewritten to match: the signature no longer holds.
+    let mut short = e.clone();
+    let dropped = short.manifest.events.remove(1);
+    for name in [
+        format!("events/{dropped}.json"),
+        format!("proofs/{dropped}.json"),
+    ] {
+        short.manifest.files.remove(&name);
+        short.files.retain(|(n, _)| *n != name);
+    }
+    rewrite_manifest(&mut short, None);
+    let err = refused(&short.to_tar(0));
+    assert_eq!(
+        (err.file.as_str(), err.error.what),
+        (MANIFEST_SIGNATURE, "manifest signature"),
+        "{err}"
+    );
+    assert!(err.error.detail.contains("altered"), "{err}");
+    // The same signed by another key than the log's.
+    let other = CheckpointKey::from_seed(&[9u8; 32]);
+    rewrite_manifest(&mut short, Some(&other));
+    let err = refused(&short.to_tar(0));
+    assert_eq!(err.file, MANIFEST_SIGNATURE, "{err}");
+    assert!(err.error.detail.contains("another key"), "{err}");
+    // Only the log's key makes it verify again (the holder's statement, now with 2 events).
+    rewrite_manifest(&mut short, Some(&f.key));
+    assert_eq!(verify_bundle(&short.to_tar(0), &public).unwrap().events, 2);
+
+    // One altered byte of the manifest that changes no value (a space of the indentation made
+    // a tab): the signature covers the exact bytes, so it is caught too.
+    let mut altered = e.clone();
+    let (_, m) = &mut altered.files[0];
+    let at = m.iter().position(|&b| b == b' ').unwrap();
+    m[at] = b'\t';
+    let err = refused(&altered.to_tar(0));
+    assert_eq!(
+        (err.file.as_str(), err.error.what),
+        (MANIFEST_SIGNATURE, "manifest signature"),
+        "{err}"
+    );
+
+    // The signature removed: refused, whatever else holds.
+    let mut bare = e.clone();
+    bare.files.retain(|(n, _)| n != MANIFEST_SIGNATURE);
+    let err = refused(&bare.to_tar(0));
+    assert_eq!(
+        (err.file.as_str(), err.error.what),
+        (MANIFEST_SIGNATURE, "manifest signature"),
+        "{err}"
+    );
+    assert!(err.error.detail.contains("removed"), "{err}");
+    // A signature not over the manifest's own bytes (nor the context line) is refused.
+    let mut bare_sig = e.clone();
+    let sig = signature_file(&f.key.sign(&bare_sig.files[0].1));
+    bare_sig.files[1].1 = sig;
+    assert_eq!(refused(&bare_sig.to_tar(0)).file, MANIFEST_SIGNATURE);
+    // Not hex: refused, naming the form expected.
+    let mut garbled = e.clone();
+    garbled.files[1].1 = b"not a signature\n".to_vec();
+    let err = refused(&garbled.to_tar(0));
+    assert!(err.error.detail.contains("128"), "{err}");
+
+    // A bundle of the older, unsigned format: refused by default, saying why and what to do...
+    let old = unsigned(&e).to_tar(0);
+    let err = refused(&old);
+    assert_eq!(
+        (err.file.as_str(), err.error.what),
+        (MANIFEST, "manifest signature"),
+        "{err}"
+    );
+    assert!(err.error.detail.contains("--allow-unsigned"), "{err}");
+    // ... checked in full when accepted knowingly, and reported as unsigned.
+    let s = verify_bundle_with(&old, &public, Unsigned::Accept).unwrap();
+    assert_eq!(s.events, 3);
+    assert!(!s.manifest_signed);
+    assert!(s.to_string().contains("NOT signed"), "{s}");
+    // Accepting unsigned bundles does not accept a signed one stripped of its signature.
+    assert_eq!(
+        verify_bundle_with(&bare.to_tar(0), &public, Unsigned::Accept)
+            .unwrap_err()
+            .file,
+        MANIFEST_SIGNATURE
+    );
+    // Nor a signature smuggled into an unsigned bundle: it is no member of its list.
+    let mut smuggled = unsigned(&e);
+    smuggled
+        .files
+        .push((MANIFEST_SIGNATURE.into(), e.files[1].1.clone()));
+    let err = verify_bundle_with(&smuggled.to_tar(0), &public, Unsigned::Accept).unwrap_err();
+    assert_eq!(err.file, MANIFEST_SIGNATURE, "{err}");
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //!
 //! | path | what |
 //! | --- | --- |
-//! | `manifest.json` | tenant, period, topic, partition, log id, counts, the seqs, and the SHA-256 of every other member |
+//! | `manifest.json` | tenant, period, topic, partition, log id, counts, the seqs, and the SHA-256 of every other member but `manifest.sig` |
+//! | `manifest.sig` | the log key's ed25519 signature of `manifest.json` (see [`manifest_message`]), 128 hex digits |
 //! | `README.md` | for the auditor: what is inside, how to check it |
 //! | `public.key` | the log's ed25519 public key, 64 hex digits |
 //! | `checkpoints/<partition>-<tree_size>.json` | each signed checkpoint a proof leads to |
@@ -14,37 +15,111 @@
 //! | `proofs/<seq>.json` | its inclusion proof, the document `annals verify-proof FILE` reads |
 //!
 //! [`verify_bundle`] checks, in this order, and stops at the first failure, naming the member:
-//! the archive; the manifest; that the members are exactly those the manifest lists, with its
-//! SHA-256s; the public key; every checkpoint's name, partition and signature; every event
-//! file against its envelope bytes (hash, tenant, period, partition, seq, every readable field);
-//! every proof against its checkpoint and the key, and that it is about that event.
+//! the archive; the manifest; that the members are exactly those the manifest lists (and its
+//! signature), with its SHA-256s; the public key; the manifest's signature; every checkpoint's
+//! name, partition and signature; every event file against its envelope bytes (hash, tenant,
+//! period, partition, seq, every readable field); every proof against its checkpoint and the
+//! key, and that it is about that event.
 //!
-//! The manifest is not signed: its hashes catch damaged or altered files, while what an
-//! altered bundle cannot fake is the signed checkpoints, which every event's bytes are proven
-//! against. The decoded `payload` of an event file is for reading; the payload the proof covers
-//! is inside `envelope_hex`.
+//! The manifest is signed with the log's checkpoint key, over `annals-evidence-manifest-v1\n`
+//! followed by the exact bytes of `manifest.json`. The checkpoints prove each listed event is
+//! in the log; the signature makes the list itself — the tenant, the period and which events
+//! are in it — the key holder's statement, so a bundle with an event left out, added or
+//! swapped no longer verifies, and nobody without the key can make one that does. What it
+//! cannot show is that the key holder listed every event; checking that needs the partition.
+//!
+//! Bundles of format `annals-evidence-v1`, written before manifests were signed, carry no
+//! `manifest.sig`. [`verify_bundle`] refuses them; [`verify_bundle_with`] and
+//! [`Unsigned::Accept`] check everything else in them and report `manifest_signed: false`, for
+//! the tool to warn that completeness is not shown. A `v2` manifest without its signature is
+//! always refused: the signature was removed.
+//!
+//! The decoded `payload` of an event file is for reading; the payload the proof covers is
+//! inside `envelope_hex`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use ed25519_dalek::Signature;
+
 use crate::VerifyError;
 use crate::checkpoint::{Checkpoint, PublicKey};
 use crate::event::{EventFields, recompute};
-use crate::json::{Fields, parse_hex};
+use crate::json::{Fields, hex_lower, parse_hex};
 use crate::merkle::Hash;
 use crate::proof::InclusionProof;
 
-/// `format` of the manifest.
-pub const BUNDLE_FORMAT: &str = "annals-evidence-v1";
+/// `format` of the manifest: signed, with `manifest.sig`.
+pub const BUNDLE_FORMAT: &str = "annals-evidence-v2";
+/// `format` of bundles written before manifests were signed (no `manifest.sig`).
+pub const UNSIGNED_BUNDLE_FORMAT: &str = "annals-evidence-v1";
 /// What the period bounds: the log's own clock when it stored each event.
 pub const PERIOD_FIELD: &str = "recorded_at";
 pub const MANIFEST: &str = "manifest.json";
+/// The manifest's signature: 128 lowercase hex digits and a newline.
+pub const MANIFEST_SIGNATURE: &str = "manifest.sig";
+/// What the manifest's signature covers comes after this line, so it can never be taken for
+/// a checkpoint's (`annals-checkpoint-v1\n…`) or any other message signed with the log's key.
+pub const MANIFEST_SIGNATURE_CONTEXT: &[u8] = b"annals-evidence-manifest-v1\n";
 pub const README: &str = "README.md";
 pub const PUBLIC_KEY: &str = "public.key";
 /// How the archive itself is named in errors about its structure.
 pub const ARCHIVE: &str = "(archive)";
+
+/// The exact bytes the manifest's signature covers: [`MANIFEST_SIGNATURE_CONTEXT`] followed by
+/// the bytes of `manifest.json` as they are in the archive.
+pub fn manifest_message(manifest: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(MANIFEST_SIGNATURE_CONTEXT.len() + manifest.len());
+    m.extend_from_slice(MANIFEST_SIGNATURE_CONTEXT);
+    m.extend_from_slice(manifest);
+    m
+}
+
+/// The text of `manifest.sig` for a signature.
+pub fn signature_file(signature: &[u8; 64]) -> Vec<u8> {
+    format!("{}\n", hex_lower(signature)).into_bytes()
+}
+
+/// Checks `manifest.sig` (the member's bytes) over `manifest` (the bytes of `manifest.json`).
+pub fn verify_manifest_signature(
+    manifest: &[u8],
+    signature: &[u8],
+    key: &PublicKey,
+) -> Result<(), VerifyError> {
+    let what = "manifest signature";
+    let sig: [u8; 64] = std::str::from_utf8(signature)
+        .ok()
+        .and_then(|t| t.strip_suffix('\n'))
+        .filter(|h| h.len() == 128)
+        .and_then(parse_hex)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            VerifyError::new(
+                what,
+                "expected an ed25519 signature as 128 lowercase hex digits and a newline",
+            )
+        })?;
+    key.0
+        .verify_strict(&manifest_message(manifest), &Signature::from_bytes(&sig))
+        .map_err(|_| {
+            VerifyError::new(
+                what,
+                "it is not the log key's signature of manifest.json: the manifest or its signature was altered, or another key signed it",
+            )
+        })
+}
+
+/// What [`verify_bundle_with`] does with a bundle of the unsigned format
+/// ([`UNSIGNED_BUNDLE_FORMAT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsigned {
+    /// Refuse it (what [`verify_bundle`] does).
+    Reject,
+    /// Check everything else and report `manifest_signed: false`.
+    Accept,
+}
 
 pub fn event_path(seq: u64) -> String {
     format!("events/{seq}.json")
@@ -85,6 +160,9 @@ pub fn format_micros(micros: i64) -> String {
 /// The bundle's table of contents (`manifest.json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// Whether the manifest is of the signed format ([`BUNDLE_FORMAT`], with `manifest.sig`);
+    /// `false` only for bundles of [`UNSIGNED_BUNDLE_FORMAT`].
+    pub signed: bool,
     pub tenant: String,
     pub topic: String,
     pub partition: u32,
@@ -97,7 +175,7 @@ pub struct Manifest {
     pub events: Vec<u64>,
     /// The checkpoint members, e.g. `checkpoints/3-120.json`.
     pub checkpoints: Vec<String>,
-    /// SHA-256 of every member but the manifest.
+    /// SHA-256 of every member but the manifest and its signature.
     pub files: BTreeMap<String, Hash>,
 }
 
@@ -109,7 +187,7 @@ impl Manifest {
             .map(|(k, h)| (k.clone(), Value::String(hex::encode(h))))
             .collect();
         json!({
-            "format": BUNDLE_FORMAT,
+            "format": if self.signed { BUNDLE_FORMAT } else { UNSIGNED_BUNDLE_FORMAT },
             "tenant": self.tenant,
             "topic": self.topic,
             "partition": self.partition,
@@ -125,7 +203,7 @@ impl Manifest {
                 "events": self.events.len(),
                 "proofs": self.events.len(),
                 "checkpoints": self.checkpoints.len(),
-                "files": self.files.len() + 1,
+                "files": self.files.len() + if self.signed { 2 } else { 1 },
             },
             "events": self.events,
             "checkpoints": self.checkpoints,
@@ -141,9 +219,15 @@ impl Manifest {
             .map_err(|e| VerifyError::new("json", format!("not a JSON document: {e}")))?;
         let mut f = Fields::new(&v, "")?;
         let format = f.string("format")?;
-        if format != BUNDLE_FORMAT {
-            return Err(bad(format!("format `{format}` is not `{BUNDLE_FORMAT}`")));
-        }
+        let signed = match format.as_str() {
+            BUNDLE_FORMAT => true,
+            UNSIGNED_BUNDLE_FORMAT => false,
+            _ => {
+                return Err(bad(format!(
+                    "format `{format}` is not `{BUNDLE_FORMAT}` (nor the older `{UNSIGNED_BUNDLE_FORMAT}`)"
+                )));
+            }
+        };
         let tenant = f.string("tenant")?;
         let topic = f.string("topic")?;
         let partition = f.u32("partition")?;
@@ -211,13 +295,15 @@ impl Manifest {
         }
         f.finish()?;
         let n = events.len() as u64;
-        let expected = [n, n, checkpoints.len() as u64, files.len() as u64 + 1];
+        let members = files.len() as u64 + if signed { 2 } else { 1 };
+        let expected = [n, n, checkpoints.len() as u64, members];
         if counts != expected {
             return Err(bad(format!(
                 "counts (events, proofs, checkpoints, files) are {counts:?}, the lists hold {expected:?}"
             )));
         }
         Ok(Manifest {
+            signed,
             tenant,
             topic,
             partition,
@@ -387,6 +473,9 @@ pub struct BundleSummary {
     pub log_id: String,
     /// Tree sizes of the checkpoints the proofs lead to.
     pub checkpoints: Vec<u64>,
+    /// Whether the manifest was signed; `false` only for an unsigned bundle of the older format
+    /// accepted with [`Unsigned::Accept`]: then nothing shows that no event was left out.
+    pub manifest_signed: bool,
 }
 
 impl std::fmt::Display for BundleSummary {
@@ -409,7 +498,14 @@ impl std::fmt::Display for BundleSummary {
                 sizes.join(", ")
             )?;
         }
-        write!(f, " (log {})", self.log_id)
+        write!(f, " (log {})", self.log_id)?;
+        if !self.manifest_signed {
+            write!(
+                f,
+                "; the manifest is NOT signed (format {UNSIGNED_BUNDLE_FORMAT}), so nothing shows that no event of the period was left out"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -417,8 +513,18 @@ fn utf8<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a str, BundleError> {
     std::str::from_utf8(bytes).map_err(|_| fail(name, "json", "not UTF-8 text"))
 }
 
-/// Checks a whole bundle (the bytes of the archive) with the log's public key.
+/// Checks a whole bundle (the bytes of the archive) with the log's public key; its manifest
+/// must be signed.
 pub fn verify_bundle(archive: &[u8], key: &PublicKey) -> Result<BundleSummary, BundleError> {
+    verify_bundle_with(archive, key, Unsigned::Reject)
+}
+
+/// [`verify_bundle`], saying what to do with a bundle of the older, unsigned format.
+pub fn verify_bundle_with(
+    archive: &[u8],
+    key: &PublicKey,
+    unsigned: Unsigned,
+) -> Result<BundleSummary, BundleError> {
     let members = read_ustar(archive).map_err(|d| fail(ARCHIVE, "archive", d))?;
     let by_name: BTreeMap<&str, &[u8]> = members
         .iter()
@@ -428,10 +534,32 @@ pub fn verify_bundle(archive: &[u8], key: &PublicKey) -> Result<BundleSummary, B
         .get(MANIFEST)
         .ok_or_else(|| fail(MANIFEST, "manifest", "the bundle holds no manifest.json"))?;
     let m = Manifest::parse(utf8(MANIFEST, text)?).map_err(at(MANIFEST))?;
+    let signature = match (m.signed, by_name.get(MANIFEST_SIGNATURE)) {
+        (true, Some(sig)) => Some(*sig),
+        (true, None) => {
+            return Err(fail(
+                MANIFEST_SIGNATURE,
+                "manifest signature",
+                format!(
+                    "the bundle holds no manifest.sig, which its format {BUNDLE_FORMAT} requires: the signature was removed"
+                ),
+            ));
+        }
+        (false, _) if unsigned == Unsigned::Reject => {
+            return Err(fail(
+                MANIFEST,
+                "manifest signature",
+                format!(
+                    "the manifest is not signed (format {UNSIGNED_BUNDLE_FORMAT}, written before annals signed manifests), so nothing shows that no event of the period was left out; ask the log's operator for a new bundle, or accept it knowingly (annals verify-proof --allow-unsigned)"
+                ),
+            ));
+        }
+        (false, _) => None,
+    };
 
-    // Members: exactly the manifest's list, each with its SHA-256.
+    // Members: exactly the manifest's list (and its signature), each with its SHA-256.
     for (name, bytes) in &members {
-        if name == MANIFEST {
+        if name == MANIFEST || (name == MANIFEST_SIGNATURE && signature.is_some()) {
             continue;
         }
         let Some(want) = m.files.get(name) else {
@@ -495,6 +623,11 @@ pub fn verify_bundle(archive: &[u8], key: &PublicKey) -> Result<BundleSummary, B
                 m.log_id
             ),
         ));
+    }
+
+    // The manifest: the key holder's statement of what the bundle holds.
+    if let Some(sig) = signature {
+        verify_manifest_signature(text, sig, key).map_err(at(MANIFEST_SIGNATURE))?;
     }
 
     // Checkpoints: named by what they say, of the manifest's partition, signed by the key.
@@ -574,6 +707,7 @@ pub fn verify_bundle(archive: &[u8], key: &PublicKey) -> Result<BundleSummary, B
         events: m.events.len(),
         log_id: m.log_id,
         checkpoints: checkpoints.iter().map(|(_, c, _)| c.tree_size).collect(),
+        manifest_signed: signature.is_some(),
     })
 }
 
@@ -667,6 +801,34 @@ pub fn read_ustar(archive: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_manifest_signature_covers_the_context_line_and_the_exact_bytes() {
+        use ed25519_dalek::{Signer, SigningKey};
+        let signer = SigningKey::from_bytes(&[3u8; 32]);
+        let key = PublicKey(signer.verifying_key());
+        let manifest = b"{\n  \"format\": \"annals-evidence-v2\"\n}\n";
+        let sig = signature_file(&signer.sign(&manifest_message(manifest)).to_bytes());
+        assert_eq!(sig.len(), 129);
+        verify_manifest_signature(manifest, &sig, &key).unwrap();
+        // Any other byte of the manifest.
+        let mut other = manifest.to_vec();
+        other[2] = b'\t';
+        let err = verify_manifest_signature(&other, &sig, &key).unwrap_err();
+        assert_eq!(err.what, "manifest signature");
+        // A signature of the bare bytes, without the context line.
+        let bare = signature_file(&signer.sign(manifest).to_bytes());
+        assert!(verify_manifest_signature(manifest, &bare, &key).is_err());
+        // Another key.
+        let stranger = PublicKey(SigningKey::from_bytes(&[4u8; 32]).verifying_key());
+        assert!(verify_manifest_signature(manifest, &sig, &stranger).is_err());
+        // Not the form expected: uppercase hex, no newline, too short.
+        let upper = String::from_utf8(sig.clone()).unwrap().to_uppercase();
+        for bad in [upper.as_bytes(), &sig[..128], &sig[2..]] {
+            let err = verify_manifest_signature(manifest, bad, &key).unwrap_err();
+            assert!(err.detail.contains("128"), "{err:?}");
+        }
+    }
 
     #[test]
     fn times_are_spelled_in_utc_with_microseconds() {

@@ -32,7 +32,9 @@ mod json;
 pub mod merkle;
 pub mod proof;
 
-pub use bundle::{BundleError, BundleSummary, Manifest, verify_bundle};
+pub use bundle::{
+    BundleError, BundleSummary, Manifest, Unsigned, verify_bundle, verify_bundle_with,
+};
 pub use checkpoint::{Checkpoint, PublicKey, checkpoint_message};
 pub use merkle::{EMPTY_ROOT, Frontier, Hash, leaf_hash, node_hash};
 pub use proof::{ConsistencyProof, InclusionProof, Proof, ProvenEvent, Verified, verify_document};
@@ -42,7 +44,8 @@ pub use proof::{ConsistencyProof, InclusionProof, Proof, ProvenEvent, Verified, 
 ///
 /// `what` is one of: `json` (malformed or unknown field), `key`, `envelope`, `event hash`,
 /// `event`, `leaf hash`, `leaf index`, `tree size`, `audit path`, `checkpoint`,
-/// `checkpoint signature`, `consistency path`.
+/// `checkpoint signature`, `consistency path`; for bundles also `archive`, `manifest`,
+/// `manifest signature`, `sha256`, `tenant`, `period`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyError {
     pub what: &'static str,

@@ -1,13 +1,13 @@
 //! `annals evidence --tenant T --from TIME --to TIME --out bundle.tar`: a tenant's events of a
 //! period with their proofs, the checkpoint, the public key and a README, in one archive an
-//! auditor checks offline with `annals verify-proof --bundle`.
+//! auditor checks offline with `annals verify-proof --bundle`. The manifest is signed with the
+//! checkpoint-signing key, so this needs that key (not only its `.pub`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use annals_audit::{
-    CheckpointKey, EvidenceRequest, collect_evidence, data_dir_public_key, default_key_path,
-    make_checkpoint,
+    CheckpointKey, EvidenceRequest, collect_evidence, default_key_path, make_checkpoint,
 };
 use annals_events::{LogConfig, LogError};
 use annals_proof::bundle::format_micros;
@@ -38,7 +38,8 @@ pub struct Args {
     /// log for writing: not while `annals serve` runs on this data dir).
     #[arg(long)]
     checkpoint: bool,
-    /// The checkpoint-signing key file (default: <data dir>/keys/checkpoint.ed25519).
+    /// The checkpoint-signing key file, which also signs the bundle's manifest (default:
+    /// `[audit] key`, else <data dir>/keys/checkpoint.ed25519).
     #[arg(long)]
     key: Option<PathBuf>,
 }
@@ -54,18 +55,15 @@ fn parse_time(flag: &str, text: &str) -> Result<i64, Failure> {
     })
 }
 
-fn public_key(ctx: &Context, key: Option<&Path>) -> Result<annals_proof::PublicKey, Failure> {
-    match key {
-        Some(path) => Ok(CheckpointKey::load(path).map_err(audit_failure)?.public_key()),
-        None => data_dir_public_key(&ctx.data_dir)
-            .map_err(audit_failure)?
-            .ok_or_else(|| {
-                Failure::usage(format!(
-                    "{} holds no checkpoint key, so nothing is signed yet; run `annals checkpoint` first",
-                    ctx.data_dir.display()
-                ))
-            }),
+/// The checkpoint-signing key: it checks the checkpoint and signs the manifest.
+fn signing_key(path: &Path) -> Result<CheckpointKey, Failure> {
+    if !path.exists() {
+        return Err(Failure::usage(format!(
+            "{} does not exist: the bundle's manifest is signed with the checkpoint-signing key, and there is none yet; run `annals checkpoint` first, or give --key (the public key alone cannot sign)",
+            path.display()
+        )));
     }
+    CheckpointKey::load(path).map_err(audit_failure)
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
@@ -90,11 +88,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     }
     let registry = Registry::builtin()?;
     let now = annals_events::time::now_micros();
+    let path = args
+        .key
+        .clone()
+        .or_else(|| ctx.config.audit.key.clone())
+        .unwrap_or_else(|| default_key_path(&ctx.data_dir));
     let evidence = if args.checkpoint {
-        let path = args
-            .key
-            .clone()
-            .unwrap_or_else(|| default_key_path(&ctx.data_dir));
         let (key, created) = CheckpointKey::load_or_create(&path).map_err(audit_failure)?;
         if created {
             eprintln!(
@@ -113,9 +112,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
                 args.topic, m.checkpoint.tree_size, m.seq
             );
         }
-        collect_evidence(&log, &registry, &key.public_key(), &req, now)
+        collect_evidence(&log, &registry, &key, &req, now)
     } else {
-        let key = public_key(ctx, args.key.as_deref())?;
+        let key = signing_key(&path)?;
         let log = ctx.open_log_read_only()?;
         collect_evidence(&log, &registry, &key, &req, now)
     }

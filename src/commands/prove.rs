@@ -70,6 +70,10 @@ pub struct VerifyProofArgs {
     /// The log's public key file (64 hex digits or base64), from `annals keys public --out`.
     #[arg(long)]
     key: PathBuf,
+    /// With --bundle: also accept a bundle of the older format whose manifest is not signed
+    /// (`annals-evidence-v1`), with a warning that nothing then shows no event was left out.
+    #[arg(long, requires = "bundle")]
+    allow_unsigned: bool,
 }
 
 /// Checks a proof offline with the public key alone: exit 0, or 1 naming what failed.
@@ -81,7 +85,7 @@ pub fn verify_proof(ctx: &Context, args: VerifyProofArgs) -> Result<ExitCode, Fa
     let key = annals_proof::PublicKey::parse(&read(&args.key)?)
         .map_err(|e| Failure::usage(format!("{}: {e}", args.key.display())))?;
     let file = match (&args.file, &args.bundle) {
-        (_, Some(bundle)) => return verify_bundle(ctx, bundle, &key),
+        (_, Some(bundle)) => return verify_bundle(ctx, bundle, &key, args.allow_unsigned),
         (Some(file), None) => file,
         (None, None) => return Err(Failure::usage("give a proof FILE or --bundle BUNDLE_TAR")),
     };
@@ -116,11 +120,26 @@ fn verify_bundle(
     ctx: &Context,
     path: &std::path::Path,
     key: &annals_proof::PublicKey,
+    allow_unsigned: bool,
 ) -> Result<ExitCode, Failure> {
     let bytes = std::fs::read(path)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
-    match annals_proof::verify_bundle(&bytes, key) {
+    let unsigned = if allow_unsigned {
+        annals_proof::Unsigned::Accept
+    } else {
+        annals_proof::Unsigned::Reject
+    };
+    match annals_proof::verify_bundle_with(&bytes, key, unsigned) {
         Ok(s) => {
+            let warning = (!s.manifest_signed).then(|| {
+                format!(
+                    "the manifest of {} is not signed (an older bundle): each event in it is proven to be in the log, but nothing shows that no event of the period was left out",
+                    path.display()
+                )
+            });
+            if let Some(w) = &warning {
+                eprintln!("warning: {w}");
+            }
             if ctx.json {
                 super::print_json(&serde_json::json!({
                     "ok": true,
@@ -132,6 +151,8 @@ fn verify_bundle(
                     "to": annals_proof::bundle::format_micros(s.to),
                     "checkpoints": s.checkpoints,
                     "log_id": s.log_id,
+                    "manifest_signed": s.manifest_signed,
+                    "warning": warning,
                     "verified": s.to_string(),
                 }));
             } else {

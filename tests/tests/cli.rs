@@ -414,6 +414,32 @@ fn an_auditor_checks_an_evidence_bundle_offline() {
     std::fs::write(d.join("bad.tar"), &bytes).unwrap();
     assert_one_line_error(&check("bad.tar"), 1, ".json");
 
+    // The manifest is signed: the bundle says so, and holds its signature.
+    let bytes = std::fs::read(d.join("bundle.tar")).unwrap();
+    assert!(bytes.windows(12).any(|w| w == b"manifest.sig"));
+    assert!(bytes.windows(18).any(|w| w == b"annals-evidence-v2"));
+
+    // Signing needs the checkpoint-signing key itself, not its public half: said, with what to do.
+    let o = annals(
+        d,
+        &[
+            "--data-dir",
+            "data",
+            "evidence",
+            "--tenant",
+            &tenant,
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2100-01-01",
+            "--out",
+            "nokey.tar",
+            "--key",
+            "no-such.ed25519",
+        ],
+    );
+    assert_one_line_error(&o, 2, "annals checkpoint");
+
     // A period before the demo: valid, 0 events.
     export("1000000", "2000000", "empty.tar");
     let empty = check("empty.tar");
