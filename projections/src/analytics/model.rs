@@ -721,7 +721,13 @@ pub fn reference_markdown() -> String {
          which `annals sql` sets for you).\n\n\
          One difference between the engines: a map lookup of a missing key (`attributes['x']`, \
          `traffic['v9']`) is null on DataFusion and the type's default (`''`, `0`) on \
-         ClickHouse; write `coalesce(traffic['v9'], 0)` to get the same answer from both.\n",
+         ClickHouse; write `coalesce(traffic['v9'], 0)` to get the same answer from both.\n\n\
+         Retention: `[retention]` in annals.toml gives a table a time to live (e.g. \
+         `signals = \"90d\"`), counted on the column each table is partitioned by. \
+         `annals retention run --dry-run` lists the rows past it per tenant and records the \
+         list; `annals retention apply RUN_ID` removes exactly those rows (both are events in \
+         the log: `tenancy.RetentionReviewed`, `tenancy.RetentionApplied`). The log itself \
+         keeps every event, and a rebuilt table removes the same rows again.\n",
     );
     for t in TABLES {
         s.push_str(&format!("\n## `{}`\n\n{}\n\n", t.name, t.doc));
