@@ -44,7 +44,7 @@ pub struct Args {
     key: Option<PathBuf>,
 }
 
-fn parse_time(flag: &str, text: &str) -> Result<i64, Failure> {
+pub(crate) fn parse_time(flag: &str, text: &str) -> Result<i64, Failure> {
     if let Ok(micros) = text.parse::<i64>() {
         return Ok(micros);
     }
