@@ -129,15 +129,19 @@ impl PartitionState {
             }
             Some("ingest") => {
                 if t == "ingest.SignalIngested" {
-                    let e =
-                        IngestEvent::decode(registry, env.schema_id, env.payload).map_err(fail)?;
-                    if !self.sources.contains_key(s) {
-                        *self
-                            .sources_per_tenant
-                            .entry(env.tenant.to_owned())
-                            .or_default() += 1;
-                    }
-                    apply_to(&mut self.sources, s, e);
+                    let source = match self.sources.get_mut(s) {
+                        Some(source) => source,
+                        None => {
+                            *self
+                                .sources_per_tenant
+                                .entry(env.tenant.to_owned())
+                                .or_default() += 1;
+                            self.sources.entry(s.to_owned()).or_default()
+                        }
+                    };
+                    source
+                        .apply_stored(registry, env.schema_id, env.payload)
+                        .map_err(fail)?;
                 }
             }
             Some("billing") => {

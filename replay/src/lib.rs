@@ -91,32 +91,25 @@ pub fn replay(log: &Log, registry: &Registry, what: &Replay) -> Result<Replayed,
         .filter(|p| tenant_partition.is_none_or(|tp| tp == p.id()))
         .filter(|p| !matches!(what.until, Until::Seq { partition, .. } if partition != p.id()))
         .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(selected.len())
-        .max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    let applied_by = std::sync::Mutex::new(0f64);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(p) = selected.get(i) else { break };
-                    let r = replay_partition(p, registry, what, started, &applied_by);
-                    results.lock().expect("results lock").push(r);
-                }
-            });
-        }
-    });
+    // Partitions are independent: first each is applied to its own in-memory state, then each
+    // state is snapshotted, up to one partition per core at a time.
+    let applied = in_parallel(selected, |p| apply_partition(p, registry, what));
+    let apply_seconds = started.elapsed().as_secs_f64();
+    let applied = applied.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let keep = |stream: &str| {
+        what.stream.as_deref().is_none_or(|s| s == stream)
+            && what
+                .tenant
+                .as_deref()
+                .is_none_or(|t| stream_tenant(stream) == Some(t))
+    };
+    let snapshots = in_parallel(applied.iter().collect(), |a| a.state.snapshot(keep));
     let mut positions = BTreeMap::new();
     let mut events = 0u64;
     let mut aggregates = BTreeMap::new();
-    for r in results.into_inner().expect("results lock") {
-        let (partition, position, applied, state) = r?;
-        positions.insert(partition, position);
-        events += applied;
+    for (a, state) in applied.iter().zip(snapshots) {
+        positions.insert(a.partition, a.position);
+        events += a.events;
         aggregates.extend(state);
     }
     if let (Until::Seq { partition, .. }, true) = (what.until, positions.is_empty()) {
@@ -129,21 +122,25 @@ pub fn replay(log: &Log, registry: &Registry, what: &Replay) -> Result<Replayed,
         positions,
         events_applied: events,
         seconds: started.elapsed().as_secs_f64(),
-        apply_seconds: applied_by.into_inner().expect("applied lock"),
+        apply_seconds,
         aggregates,
     })
 }
 
-/// One partition's replay: (partition, position reached, events applied, its aggregates).
-type PartitionReplay = (u32, u64, u64, BTreeMap<String, serde_json::Value>);
+/// One partition replayed into memory.
+struct Applied {
+    partition: u32,
+    /// The last seq applied + 1.
+    position: u64,
+    events: u64,
+    state: PartitionState,
+}
 
-fn replay_partition(
+fn apply_partition(
     p: &Partition,
     registry: &Registry,
     what: &Replay,
-    started: Instant,
-    applied_by: &std::sync::Mutex<f64>,
-) -> Result<PartitionReplay, ReplayError> {
+) -> Result<Applied, ReplayError> {
     let end = match what.until {
         Until::Head | Until::Seq { .. } => p.head().next_seq,
         Until::Time(t) => p.seq_at_time(t)?,
@@ -167,19 +164,38 @@ fn replay_partition(
             .map_err(|e| ReplayError::Apply(e.to_string()))?;
         events += 1;
     }
-    {
-        let at = started.elapsed().as_secs_f64();
-        let mut latest = applied_by.lock().expect("applied lock");
-        *latest = latest.max(at);
-    }
-    let keep = |stream: &str| {
-        what.stream.as_deref().is_none_or(|s| s == stream)
-            && what
-                .tenant
-                .as_deref()
-                .is_none_or(|t| stream_tenant(stream) == Some(t))
-    };
-    Ok((p.id(), reader.position(), events, state.snapshot(keep)))
+    Ok(Applied {
+        partition: p.id(),
+        position: reader.position(),
+        events,
+        state,
+    })
+}
+
+/// `f` of every item, in order, on up to one thread per core; the largest work is not known
+/// up front, so threads take the next item as they finish one.
+fn in_parallel<T: Sync, R: Send>(items: Vec<T>, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    results.lock().expect("results lock").push((i, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// SHA-256 of the canonical JSON of a state (keys sorted, no whitespace).

@@ -94,6 +94,14 @@ impl Payload for IngestEvent {
     }
 }
 
+/// Whether `schema_id` is the v2 schema of `SignalIngested`, which is read straight from its
+/// Avro binary.
+fn is_v2(registry: &Registry, schema_id: SchemaId) -> bool {
+    registry
+        .latest("ingest.SignalIngested")
+        .is_some_and(|info| info.version == 2 && info.id == schema_id)
+}
+
 impl IngestEvent {
     /// Reads a stored payload: straight from Avro binary when it was written with the v2 schema
     /// (the hot path of replays and restarts), through the registry's resolution otherwise.
@@ -102,29 +110,75 @@ impl IngestEvent {
         schema_id: SchemaId,
         payload: &[u8],
     ) -> Result<IngestEvent, String> {
-        match registry.latest("ingest.SignalIngested") {
-            Some(info) if info.version == 2 && info.id == schema_id => decode_v2(payload)
+        if is_v2(registry, schema_id) {
+            return decode_v2(payload)
                 .map(IngestEvent::SignalIngested)
-                .map_err(|e| format!("ingest.SignalIngested payload: {e}")),
-            _ => {
-                let json = registry
-                    .decode_json(schema_id, payload)
-                    .map_err(|e| e.to_string())?;
-                parse("ingest.SignalIngested", json).map(IngestEvent::SignalIngested)
+                .map_err(|e| format!("ingest.SignalIngested payload: {e}"));
+        }
+        let json = registry
+            .decode_json(schema_id, payload)
+            .map_err(|e| e.to_string())?;
+        parse("ingest.SignalIngested", json).map(IngestEvent::SignalIngested)
+    }
+}
+
+impl Source {
+    /// Applies a stored `SignalIngested` — exactly what [`Aggregate::apply`] does with the
+    /// decoded event — reading a v2 payload in place, so only a new signal id is allocated (the
+    /// hot path of replays and restarts). Other versions are decoded and upcast as usual.
+    pub fn apply_stored(
+        &mut self,
+        registry: &Registry,
+        schema_id: SchemaId,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        if !is_v2(registry, schema_id) {
+            let event = IngestEvent::decode(registry, schema_id, payload)?;
+            self.apply(event);
+            return Ok(());
+        }
+        let s = read_v2(payload, |_, _| {})
+            .map_err(|e| format!("ingest.SignalIngested payload: {e}"))?;
+        if self.source.is_empty() {
+            self.tenant = s.tenant.to_owned();
+            self.source = s.source.to_owned();
+        }
+        self.see(s.signal_id, s.ts);
+        Ok(())
+    }
+
+    fn see(&mut self, signal_id: &str, ts: i64) {
+        match self.seen.get_mut(signal_id) {
+            Some(stamps) => stamps.add(ts),
+            None => {
+                self.seen.insert(signal_id.to_owned(), Stamps::One(ts));
             }
         }
     }
 }
 
-/// `SignalIngested` from Avro binary of its v2 schema (the inverse of [`encode_v2`]).
-fn decode_v2(bytes: &[u8]) -> Result<SignalIngested, annals_events::avro::DecodeError> {
+/// A `SignalIngested` v2 payload read in place: strings borrowed from the bytes.
+struct SignalRef<'a> {
+    tenant: &'a str,
+    source: &'a str,
+    signal_id: &'a str,
+    ts: i64,
+    value: Option<f64>,
+    unit: Option<&'a str>,
+}
+
+/// Reads (and checks) Avro binary of the v2 schema, the inverse of [`encode_v2`], handing each
+/// attribute to `attribute` in stored order; nothing is allocated.
+fn read_v2<'a>(
+    bytes: &'a [u8],
+    mut attribute: impl FnMut(&'a str, &'a str),
+) -> Result<SignalRef<'a>, annals_events::avro::DecodeError> {
     use annals_events::avro::{Cursor, DecodeError};
     let mut c = Cursor::new(bytes);
-    let tenant = c.str("tenant")?.to_owned();
-    let source = c.str("source")?.to_owned();
-    let signal_id = c.str("signal_id")?.to_owned();
+    let tenant = c.str("tenant")?;
+    let source = c.str("source")?;
+    let signal_id = c.str("signal_id")?;
     let ts = c.long("ts")?;
-    let mut attributes = BTreeMap::new();
     loop {
         let mut n = c.long("attributes")?;
         if n == 0 {
@@ -136,9 +190,9 @@ fn decode_v2(bytes: &[u8]) -> Result<SignalIngested, annals_events::avro::Decode
             c.long("attributes")?;
         }
         for _ in 0..n {
-            let k = c.str("attributes")?.to_owned();
-            let v = c.str("attributes")?.to_owned();
-            attributes.insert(k, v);
+            let k = c.str("attributes")?;
+            let v = c.str("attributes")?;
+            attribute(k, v);
         }
     }
     let value = match c.long("value")? {
@@ -153,21 +207,37 @@ fn decode_v2(bytes: &[u8]) -> Result<SignalIngested, annals_events::avro::Decode
             });
         }
     };
-    let unit = c.opt_str("unit")?.map(str::to_owned);
+    let unit = c.opt_str("unit")?;
     if !c.is_empty() {
         return Err(DecodeError {
             field: "unit",
             problem: "trailing bytes",
         });
     }
-    Ok(SignalIngested {
+    Ok(SignalRef {
         tenant,
         source,
         signal_id,
         ts,
-        attributes,
         value,
         unit,
+    })
+}
+
+/// `SignalIngested` from Avro binary of its v2 schema.
+fn decode_v2(bytes: &[u8]) -> Result<SignalIngested, annals_events::avro::DecodeError> {
+    let mut attributes = BTreeMap::new();
+    let s = read_v2(bytes, |k, v| {
+        attributes.insert(k.to_owned(), v.to_owned());
+    })?;
+    Ok(SignalIngested {
+        tenant: s.tenant.to_owned(),
+        source: s.source.to_owned(),
+        signal_id: s.signal_id.to_owned(),
+        ts: s.ts,
+        attributes,
+        value: s.value,
+        unit: s.unit.map(str::to_owned),
     })
 }
 
@@ -205,7 +275,10 @@ fn encode_v2(e: &SignalIngested) -> Vec<u8> {
 }
 
 /// The timestamps one signal id was seen with: almost always one, so no allocation for it.
+/// Serialised as a number (one) or an array (several): snapshots and replay digests hold one
+/// per signal id, so the lighter form matters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
 pub enum Stamps {
     One(i64),
     Many(Vec<i64>),
@@ -353,6 +426,7 @@ impl Aggregate for Source {
         match self.seen.get_mut(e.signal_id.as_str()) {
             Some(stamps) => stamps.add(e.ts),
             None => {
+                // The event's own String: no copy on the command path.
                 self.seen.insert(e.signal_id, Stamps::One(e.ts));
             }
         }
