@@ -377,7 +377,8 @@ mod tests {
 
     #[test]
     fn malformed_runs_are_refused_by_field() {
-        let cases: Vec<(&str, fn(&mut RetentionRun))> = vec![
+        type Damage = fn(&mut RetentionRun);
+        let cases: Vec<(&str, Damage)> = vec![
             ("datasets", |r| r.datasets.clear()),
             ("datasets", |r| r.datasets.reverse()),
             ("datasets.ttl_seconds", |r| r.datasets[0].ttl_seconds = 0),
