@@ -134,8 +134,13 @@ impl CheckpointKey {
 /// The public key that checks a data dir's checkpoints: `keys/checkpoint.ed25519.pub`, else the
 /// one derived from `keys/checkpoint.ed25519`; `None` if the data dir holds neither.
 pub fn data_dir_public_key(data_dir: &Path) -> Result<Option<PublicKey>, AuditError> {
-    let secret = default_key_path(data_dir);
-    let public = public_key_path(&secret);
+    public_key_of(&default_key_path(data_dir))
+}
+
+/// The public key of the signing key file `secret`: from its `.pub` beside it, else from the
+/// secret key itself; `None` if neither exists.
+pub fn public_key_of(secret: &Path) -> Result<Option<PublicKey>, AuditError> {
+    let public = public_key_path(secret);
     if public.exists() {
         let text = std::fs::read_to_string(&public).map_err(|e| key_error(&public, e))?;
         return PublicKey::parse(&text)
@@ -143,7 +148,7 @@ pub fn data_dir_public_key(data_dir: &Path) -> Result<Option<PublicKey>, AuditEr
             .map_err(|e| key_error(&public, e));
     }
     if secret.exists() {
-        return Ok(Some(CheckpointKey::load(&secret)?.public_key()));
+        return Ok(Some(CheckpointKey::load(secret)?.public_key()));
     }
     Ok(None)
 }

@@ -29,7 +29,9 @@ use std::path::PathBuf;
 pub use check::{CheckpointFault, CheckpointReport, verify_checkpoints};
 pub use checkpoint::{Checkpointer, MadeCheckpoint, make_checkpoint};
 pub use evidence::{Evidence, EvidenceRequest, Tree, collect_evidence};
-pub use key::{CheckpointKey, data_dir_public_key, default_key_path, public_key_path};
+pub use key::{
+    CheckpointKey, data_dir_public_key, default_key_path, public_key_of, public_key_path,
+};
 pub use prove::{CheckpointRef, prove_consistency, prove_inclusion};
 pub use subjects::SubjectKeys;
 

@@ -306,6 +306,18 @@ impl Processor {
         stop: &AtomicBool,
         on_assign: &dyn Fn(&[u32], &[Restore]),
     ) -> Result<(), CommandError> {
+        self.run_with(stop, on_assign, &mut |_, _| {})
+    }
+
+    /// [`run`](Self::run), calling `each_round` after every round (at least every 200 ms) with
+    /// the partitions owned, and once more when stopping, while they are still owned, with
+    /// `true`: the instance is their single writer then (signing checkpoints, say).
+    pub fn run_with(
+        &self,
+        stop: &AtomicBool,
+        on_assign: &dyn Fn(&[u32], &[Restore]),
+        each_round: &mut dyn FnMut(&[u32], bool),
+    ) -> Result<(), CommandError> {
         let partitions = self.topic.partitions().len() as u32;
         let (commands, outcomes, cfg) = both_side_topics(&self.log, partitions)?;
         let snapshots: Arc<dyn SnapshotStore> =
@@ -348,7 +360,10 @@ impl Processor {
                 }
                 on_assign(&owned, &restores);
             }
-            let Some(first) = first else { continue };
+            let Some(first) = first else {
+                each_round(&owned, false);
+                continue;
+            };
             let first = first.map_err(kafka_err("cannot read the commands"))?;
             let mut batch = vec![first.detach()];
             while batch.len() < MAX_POLL_BATCH {
@@ -363,7 +378,9 @@ impl Processor {
             };
             let outs = decide(engine, &batch, stop)?;
             publish_and_commit(&consumer, &producer, &commands, &outcomes, &outs)?;
+            each_round(&owned, false);
         }
+        each_round(&owned, true);
         Ok(())
     }
 }

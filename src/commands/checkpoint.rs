@@ -19,6 +19,65 @@ pub fn audit_failure(e: AuditError) -> Failure {
     }
 }
 
+/// Where the checkpoint-signing key is: `given`, else `[audit] key`, else the data dir's
+/// `keys/checkpoint.ed25519`.
+pub fn key_path(ctx: &Context, given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| ctx.config.audit.key.clone())
+        .unwrap_or_else(|| default_key_path(&ctx.data_dir))
+}
+
+/// The checkpoint-signing key at [`key_path`] (created if missing). Also says where it is and
+/// whether it was just created.
+pub fn signing_key(
+    ctx: &Context,
+    given: Option<PathBuf>,
+) -> Result<(CheckpointKey, PathBuf, bool), Failure> {
+    let path = key_path(ctx, given);
+    let (key, created) = CheckpointKey::load_or_create(&path).map_err(audit_failure)?;
+    if created {
+        eprintln!(
+            "created the checkpoint-signing key {} (public key {})",
+            path.display(),
+            key.public_key().to_hex()
+        );
+    }
+    Ok((key, path, created))
+}
+
+/// When a process that writes partitions signs their checkpoints: once `[audit]
+/// checkpoint_every_events` events were appended since the last time, or
+/// `checkpoint_every_seconds` passed with at least one.
+pub struct Cadence {
+    every_events: u64,
+    every: std::time::Duration,
+    last_count: u64,
+    last_time: std::time::Instant,
+}
+
+impl Cadence {
+    /// Starting from `count` events appended so far.
+    pub fn new(audit: &crate::config::Audit, count: u64) -> Cadence {
+        Cadence {
+            every_events: audit.checkpoint_every_events,
+            every: std::time::Duration::from_secs(audit.checkpoint_every_seconds),
+            last_count: count,
+            last_time: std::time::Instant::now(),
+        }
+    }
+
+    pub fn due(&self, count: u64) -> bool {
+        count.saturating_sub(self.last_count) >= self.every_events
+            || (count > self.last_count && self.last_time.elapsed() >= self.every)
+    }
+
+    /// Checkpoints were signed when `count` events were appended.
+    pub fn signed(&mut self, count: u64) {
+        self.last_count = count;
+        self.last_time = std::time::Instant::now();
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The topic to checkpoint.
@@ -27,7 +86,8 @@ pub struct Args {
     /// Only this partition (default: every partition of the topic).
     #[arg(long)]
     partition: Option<u32>,
-    /// The signing key file (default: <data dir>/keys/checkpoint.ed25519, created if missing).
+    /// The signing key file (default: `[audit] key`, else <data dir>/keys/checkpoint.ed25519,
+    /// created if missing).
     #[arg(long)]
     key: Option<PathBuf>,
 }
@@ -39,15 +99,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         }
         .into());
     }
-    let path = args.key.unwrap_or_else(|| default_key_path(&ctx.data_dir));
-    let (key, created) = CheckpointKey::load_or_create(&path).map_err(audit_failure)?;
-    if created {
-        eprintln!(
-            "created the checkpoint-signing key {} (public key {})",
-            path.display(),
-            key.public_key().to_hex()
-        );
-    }
+    let (key, _, _) = signing_key(ctx, args.key)?;
     let registry = Registry::builtin()?;
     // Opened for writing: checkpoints are appended. Fails clearly if another process writes.
     let log = ctx.open_log(LogConfig::default())?;

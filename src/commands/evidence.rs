@@ -6,9 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use annals_audit::{
-    CheckpointKey, EvidenceRequest, collect_evidence, default_key_path, make_checkpoint,
-};
+use annals_audit::{CheckpointKey, EvidenceRequest, collect_evidence, make_checkpoint};
 use annals_events::{LogConfig, LogError};
 use annals_proof::bundle::format_micros;
 use annals_schemas::Registry;
@@ -88,11 +86,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     }
     let registry = Registry::builtin()?;
     let now = annals_events::time::now_micros();
-    let path = args
-        .key
-        .clone()
-        .or_else(|| ctx.config.audit.key.clone())
-        .unwrap_or_else(|| default_key_path(&ctx.data_dir));
+    let path = super::checkpoint::key_path(ctx, args.key.clone());
     let evidence = if args.checkpoint {
         let (key, created) = CheckpointKey::load_or_create(&path).map_err(audit_failure)?;
         if created {

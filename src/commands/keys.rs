@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use annals_audit::{CheckpointKey, default_key_path};
+use annals_audit::CheckpointKey;
 
 use super::checkpoint::audit_failure;
 use crate::{Context, Failure};
@@ -16,7 +16,7 @@ pub enum KeysCommand {
         /// Also write it to this file (the form `annals verify-proof --key` reads).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// The secret key file (default: <data dir>/keys/checkpoint.ed25519).
+        /// The secret key file (default: `[audit] key`, else <data dir>/keys/checkpoint.ed25519).
         #[arg(long)]
         key: Option<PathBuf>,
     },
@@ -25,7 +25,7 @@ pub enum KeysCommand {
 pub fn run(ctx: &Context, cmd: KeysCommand) -> Result<ExitCode, Failure> {
     match cmd {
         KeysCommand::Public { out, key } => {
-            let path = key.unwrap_or_else(|| default_key_path(&ctx.data_dir));
+            let path = super::checkpoint::key_path(ctx, key);
             let (key, created) = CheckpointKey::load_or_create(&path).map_err(audit_failure)?;
             if let Some(out) = &out {
                 key.write_public(out).map_err(audit_failure)?;

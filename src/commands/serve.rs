@@ -85,7 +85,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         );
     }
     // Checkpoints are appended by a partition's writer: with processors deciding commands,
-    // this process is not one (run `annals checkpoint` beside them).
+    // this process is not one (each `annals process` signs its own partitions').
     let checkpoints = if to_processors {
         None
     } else {
@@ -194,15 +194,8 @@ impl Checkpoints {
         log: Arc<Log>,
         registry: Arc<Registry>,
     ) -> Result<Checkpoints, Failure> {
-        let audit = &ctx.config.audit;
-        let path = audit
-            .key
-            .clone()
-            .unwrap_or_else(|| annals_audit::default_key_path(&ctx.data_dir));
-        let (key, _) = annals_audit::CheckpointKey::load_or_create(&path)
-            .map_err(|e| Failure::failed(e.to_string()))?;
-        let every_events = audit.checkpoint_every_events;
-        let every = std::time::Duration::from_secs(audit.checkpoint_every_seconds);
+        let (key, _, _) = super::checkpoint::signing_key(ctx, None)?;
+        let audit = ctx.config.audit.clone();
         let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let signal = stop.clone();
         let thread = std::thread::Builder::new()
@@ -219,8 +212,7 @@ impl Checkpoints {
                         })
                         .unwrap_or(0)
                 };
-                let mut last_count = appended(&log);
-                let mut last_time = std::time::Instant::now();
+                let mut cadence = super::checkpoint::Cadence::new(&audit, appended(&log));
                 loop {
                     let (lock, cvar) = &*signal;
                     let stopped = {
@@ -230,18 +222,14 @@ impl Checkpoints {
                             .expect("checkpoint stop lock");
                         *guard
                     };
-                    let count = appended(&log);
-                    let due = count.saturating_sub(last_count) >= every_events
-                        || (count > last_count && last_time.elapsed() >= every);
-                    if due || stopped {
+                    if cadence.due(appended(&log)) || stopped {
                         match checkpointer.checkpoint_topic(&log, annals_api::EVENTS_TOPIC) {
                             Ok(made) => {
                                 tracing::info!(checkpoints = made.len(), "signed checkpoints")
                             }
                             Err(e) => tracing::error!(error = %e, "cannot sign checkpoints"),
                         }
-                        last_count = appended(&log);
-                        last_time = std::time::Instant::now();
+                        cadence.signed(appended(&log));
                     }
                     if stopped {
                         break;

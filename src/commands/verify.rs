@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use annals_audit::{CheckpointReport, data_dir_public_key, verify_checkpoints};
+use annals_audit::{CheckpointReport, public_key_of, verify_checkpoints};
 use annals_schemas::Registry;
 
 use crate::{Context, Failure};
@@ -13,8 +13,8 @@ pub struct Args {
     /// Threads to verify partitions with (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Public key to check checkpoint signatures with (default: the data dir's, from
-    /// keys/checkpoint.ed25519.pub or its secret key; without any, roots only are checked).
+    /// Public key to check checkpoint signatures with (default: the one of the signing key,
+    /// `[audit] key`, else keys/checkpoint.ed25519(.pub); without any, roots only are checked).
     #[arg(long)]
     checkpoint_key: Option<PathBuf>,
 }
@@ -104,7 +104,8 @@ fn check_checkpoints(
                     .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?,
             )
         }
-        None => data_dir_public_key(&ctx.data_dir).map_err(super::checkpoint::audit_failure)?,
+        None => public_key_of(&super::checkpoint::key_path(ctx, None))
+            .map_err(super::checkpoint::audit_failure)?,
     };
     let registry = Registry::builtin()?;
     let checked = ctx

@@ -105,7 +105,9 @@ fn processors_hand_partitions_over_without_losing_or_doubling_a_command() {
     let prefix = format!("{}.", unique_name("proc"));
     std::fs::write(
         dir.path().join("annals.toml"),
-        format!("[log]\nbackend = \"kafka\"\npartitions = 4\n[log.kafka]\nbrokers = \"{brokers}\"\ntopic_prefix = \"{prefix}\"\nidempotence = false\n"),
+        // One signing key for every instance (the log has one identity); checkpoints every
+        // second with new events.
+        format!("[log]\nbackend = \"kafka\"\npartitions = 4\n[log.kafka]\nbrokers = \"{brokers}\"\ntopic_prefix = \"{prefix}\"\nidempotence = false\n[audit]\nkey = \"checkpoint.ed25519\"\ncheckpoint_every_seconds = 1\n"),
     )
     .unwrap();
     let a = start(dir.path(), "a");
@@ -281,4 +283,46 @@ fn processors_hand_partitions_over_without_losing_or_doubling_a_command() {
         .unwrap();
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     eprintln!("{}", stdout(&o));
+    // The instances signed checkpoints of the partitions they owned, with the shared key:
+    // every one verifies, and an acknowledged event is proved included in one.
+    let report: serde_json::Value = serde_json::from_slice(
+        &Command::new(annals_bin())
+            .args([
+                "--config",
+                "annals.toml",
+                "--data-dir",
+                "a",
+                "--json",
+                "verify",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let checkpoints = &report["checkpoints"];
+    assert!(
+        checkpoints["checkpoints"].as_u64().unwrap_or(0) > 0
+            && checkpoints["signatures_checked"] == true,
+        "{report}"
+    );
+    let first = topic.partitions().iter().find_map(|p| {
+        let mut r = p.reader(0);
+        std::iter::from_fn(|| r.next().unwrap()).find(|e| e.event_type == "ingest.SignalIngested")
+    });
+    let event = first.expect("an ingested signal").event_id.to_string();
+    let o = Command::new(annals_bin())
+        .args([
+            "--config",
+            "annals.toml",
+            "--data-dir",
+            "a",
+            "prove",
+            &event,
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
