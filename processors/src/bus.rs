@@ -385,16 +385,18 @@ impl Processor {
     }
 }
 
-/// Snapshots in the side topic `_snapshots`: partition p's latest is the last record of its
-/// partition p.
-struct KafkaSnapshots {
+/// Snapshots in the side topic `_snapshots`: partition p's latest ends with the last record
+/// of its partition p.
+pub struct KafkaSnapshots {
     topic: String,
     cfg: KafkaConfig,
     producer: FutureProducer,
 }
 
 impl KafkaSnapshots {
-    fn open(log: &Log, partitions: u32) -> Result<KafkaSnapshots, CommandError> {
+    /// The snapshots of a log with `partitions` partitions (the side topic is created if
+    /// missing).
+    pub fn open(log: &Log, partitions: u32) -> Result<KafkaSnapshots, CommandError> {
         let (topic, cfg) = log
             .kafka_side_topic(SNAPSHOTS_TOPIC, partitions)
             .map_err(CommandError::unavailable)?;
@@ -410,6 +412,41 @@ impl KafkaSnapshots {
     }
 }
 
+impl KafkaSnapshots {
+    /// Records `[from, to)` of `partition`'s snapshot partition, in order.
+    fn read(&self, partition: u32, from: i64, to: i64) -> Result<Vec<Vec<u8>>, String> {
+        let consumer: BaseConsumer = self
+            .cfg
+            .reader_config()
+            .create()
+            .map_err(|e| e.to_string())?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition as i32, Offset::Offset(from))
+            .map_err(|e| e.to_string())?;
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity((to - from).max(0) as usize);
+        let deadline = Instant::now() + self.cfg.timeout;
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) if m.offset() >= from && m.offset() < to => {
+                    out.push(m.payload().unwrap_or_default().to_vec());
+                    if m.offset() == to - 1 {
+                        return Ok(out);
+                    }
+                }
+                Some(Ok(_)) | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(e.to_string()),
+            }
+        }
+        Err(format!(
+            "snapshot records {from}..{to} did not arrive within {:?}",
+            self.cfg.timeout
+        ))
+    }
+}
+
+/// A snapshot is saved as chunk records (see [`crate::snapshot::chunks`]); the partition's
+/// last record ends the latest snapshot.
 impl SnapshotStore for KafkaSnapshots {
     fn load(&self, partition: u32) -> Result<Option<Vec<u8>>, String> {
         let consumer: BaseConsumer = self
@@ -423,38 +460,41 @@ impl SnapshotStore for KafkaSnapshots {
         if high == 0 {
             return Ok(None);
         }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition as i32, Offset::Offset(high - 1))
-            .map_err(|e| e.to_string())?;
-        consumer.assign(&tpl).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + self.cfg.timeout;
-        while Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) if m.offset() == high - 1 => {
-                    return Ok(m.payload().map(<[u8]>::to_vec));
-                }
-                Some(Ok(_)) | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(e)) => return Err(e.to_string()),
-            }
+        let last = self
+            .read(partition, high - 1, high)?
+            .pop()
+            .unwrap_or_default();
+        let Some(count) = crate::snapshot::chunk_count(&last) else {
+            // A snapshot of one record, as older versions saved them.
+            return Ok(Some(last));
+        };
+        let from = high - i64::from(count);
+        if from < 0 {
+            return Err(format!(
+                "the latest snapshot names {count} chunks, the partition holds {high} records"
+            ));
         }
-        Err(format!(
-            "no snapshot record arrived within {:?}",
-            self.cfg.timeout
-        ))
+        let records = self.read(partition, from, high)?;
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        crate::snapshot::assemble(&refs).map(Some)
     }
 
     fn save(&self, partition: u32, snapshot: &[u8]) -> Result<(), String> {
         let key = partition.to_string();
-        let record = FutureRecord::to(&self.topic)
-            .partition(partition as i32)
-            .key(&key)
-            .payload(snapshot);
-        futures::executor::block_on(
-            self.producer
-                .send(record, rdkafka::util::Timeout::After(self.cfg.timeout)),
-        )
-        .map(|_| ())
-        .map_err(|(e, _)| e.to_string())
+        let id = *uuid::Uuid::now_v7().as_bytes();
+        // One chunk after the other: the chunks stay in order even if a send is retried.
+        for chunk in crate::snapshot::chunks(snapshot, id) {
+            let record = FutureRecord::to(&self.topic)
+                .partition(partition as i32)
+                .key(&key)
+                .payload(&chunk);
+            futures::executor::block_on(
+                self.producer
+                    .send(record, rdkafka::util::Timeout::After(self.cfg.timeout)),
+            )
+            .map_err(|(e, _)| e.to_string())?;
+        }
+        Ok(())
     }
 }
 

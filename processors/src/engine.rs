@@ -27,6 +27,10 @@ const QUEUE_DEPTH: usize = 4096;
 /// Events a partition advances between snapshots (when snapshots are kept).
 pub const SNAPSHOT_EVERY: u64 = 10_000;
 
+/// Events a partition that is never idle advances between snapshots: its worker then waits for
+/// its appends in flight to take one.
+pub const SNAPSHOT_UNDER_LOAD: u64 = 5 * SNAPSHOT_EVERY;
+
 type Reply = oneshot::Sender<Result<Outcome, CommandError>>;
 
 struct Job {
@@ -330,6 +334,17 @@ impl Worker {
                     Some(j) => jobs.push(j),
                     None => break,
                 }
+            } else if self.snapshots.is_some()
+                && partition.head().next_seq >= snapshot_at.saturating_add(SNAPSHOT_UNDER_LOAD)
+            {
+                // Never idle: once in a while, let what is in flight become durable so the
+                // state is all durable, and snapshot it.
+                if let Some(f) = in_flight.take()
+                    && self.finish(f).is_err()
+                {
+                    state = self.recover(partition);
+                }
+                self.snapshot(partition, &state, &mut snapshot_at, SNAPSHOT_UNDER_LOAD);
             }
             while jobs.len() < MAX_BATCH_COMMANDS {
                 match rx.try_recv() {
@@ -462,10 +477,11 @@ impl Worker {
             return;
         }
         let bytes = snapshot::encode(state, head.next_seq, &head.last_hash);
-        match store.save(self.partition, &bytes) {
-            Ok(()) => *at = head.next_seq,
-            Err(why) => tracing::warn!(partition = self.partition, %why, "cannot save a snapshot"),
+        if let Err(why) = store.save(self.partition, &bytes) {
+            tracing::warn!(partition = self.partition, %why, "cannot save a snapshot");
         }
+        // Failed or not, the next try is a whole interval away (the owner replays meanwhile).
+        *at = head.next_seq;
     }
 
     /// Waits for a batch's append and answers its callers.

@@ -326,3 +326,29 @@ fn processors_hand_partitions_over_without_losing_or_doubling_a_command() {
         .unwrap();
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// A snapshot larger than a Kafka record (4 MiB) is saved as chunks and read back whole; a
+/// later small one replaces it.
+#[test]
+fn snapshots_larger_than_a_kafka_record_are_saved_in_chunks() {
+    use annals_processors::bus::KafkaSnapshots;
+    use annals_processors::snapshot::SnapshotStore;
+    let Some(brokers) = test_server("ANNALS_TEST_KAFKA") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = KafkaConfig::new(brokers);
+    cfg.topic_prefix = format!("{}.", unique_name("snap"));
+    let log = Log::open_kafka(dir.path(), cfg, LogConfig::default(), Mode::ReadWrite).unwrap();
+    let store = KafkaSnapshots::open(&log, 2).unwrap();
+    assert_eq!(store.load(0).unwrap(), None);
+    let big: Vec<u8> = (0..(9usize << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    store.save(0, &big).unwrap();
+    assert!(
+        store.load(0).unwrap().as_deref() == Some(&big[..]),
+        "the big snapshot comes back whole"
+    );
+    store.save(0, b"small").unwrap();
+    assert_eq!(store.load(0).unwrap().as_deref(), Some(&b"small"[..]));
+    assert_eq!(store.load(1).unwrap(), None);
+}
