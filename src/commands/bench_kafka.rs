@@ -24,6 +24,9 @@ pub struct Args {
     /// Signals to send through the command path (one event each).
     #[arg(long, default_value_t = 100_000)]
     signals: u64,
+    /// Commands a caller keeps in flight through the commands topic (each awaits its outcome).
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
     /// Signals per ingest command.
     #[arg(long, default_value_t = 100)]
     batch: usize,
@@ -148,8 +151,8 @@ fn raw_headers(i: u64) -> rdkafka::message::OwnedHeaders {
         })
 }
 
-/// Signals through the commands topic to a processor instance in this process, with 64
-/// commands in flight: (events/s, p50 ms, p99 ms) from send to awaited outcome.
+/// Signals through the commands topic to a processor instance in this process, with
+/// `--in-flight` commands in flight: (events/s, p50 ms, p99 ms) from send to awaited outcome.
 fn through_processor(
     dir: &std::path::Path,
     cfg: &KafkaConfig,
@@ -217,7 +220,9 @@ fn through_processor(
                     ..CommandMeta::default()
                 };
                 pending.push_back((Instant::now(), bus.send(cmd, meta).map_err(fail)?));
-                while pending.len() >= 64 || (c + 1 == commands && !pending.is_empty()) {
+                while pending.len() >= args.in_flight.max(1)
+                    || (c + 1 == commands && !pending.is_empty())
+                {
                     let (at, p) = pending.pop_front().expect("not empty");
                     let o = p.wait(Duration::from_secs(120)).map_err(fail)?;
                     if let Some(e) = o.error {
