@@ -156,6 +156,11 @@ impl Follower {
         let mut current_backoff = Backoff::new();
         let mut analytics_backoff = Backoff::new();
         let mut prepared = false;
+        // ClickHouse wants few, large inserts: after a small round (the follower is caught up)
+        // the next one waits CLICKHOUSE_SPACING, so a steady trickle of events becomes about
+        // one insert per table and partition per second instead of one per event burst.
+        let spaced = matches!(self.analytics, Analytics::ClickHouse(_));
+        let mut analytics_last: Option<(Instant, bool)> = None;
         loop {
             // After a stop, one last round catches up with what was written before it.
             let stopping = *stop.borrow();
@@ -177,9 +182,15 @@ impl Follower {
                             }
                         }
                     }
-                    if analytics_backoff.ready() {
+                    let due = !spaced
+                        || stopping
+                        || analytics_last.is_none_or(|(at, small)| {
+                            !small || at.elapsed() >= CLICKHOUSE_SPACING
+                        });
+                    if analytics_backoff.ready() && due {
                         match within(self.analytics_round(&mut prepared, &topic)).await {
                             Ok(n) => {
+                                analytics_last = Some((Instant::now(), n < CLICKHOUSE_SMALL));
                                 progressed |= n > 0;
                                 self.resume(analytics::NAME, &mut analytics_backoff);
                             }
@@ -278,6 +289,11 @@ impl Follower {
         Ok(done.events)
     }
 }
+
+/// Wait between small analytics rounds into ClickHouse (see [`Follower::run`]).
+pub const CLICKHOUSE_SPACING: Duration = Duration::from_secs(1);
+/// A round into ClickHouse that applied fewer events is small.
+const CLICKHOUSE_SMALL: u64 = 10_000;
 
 /// Longest a round may take before the store counts as failing (a database that hangs rather
 /// than refusing must not stall the other projection or a shutdown for ever).
