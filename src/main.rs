@@ -8,6 +8,26 @@ mod config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+unsafe extern "C" {
+    /// mimalloc's option setter (`mi_option_set` in mimalloc.h), part of the linked allocator.
+    fn mi_option_set(option: libc::c_int, value: libc::c_long);
+}
+
+/// `mi_option_purge_delay` in mimalloc.h (v2 and v3).
+const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+
+/// How long freed memory stays with the allocator before it goes back to the OS. Pages given
+/// back and faulted in again are zeroed by the kernel each time, which dominated batch work
+/// (replays, rebuilds) on virtual machines: batch commands keep their memory until they exit,
+/// servers give it back after a second. `MIMALLOC_PURGE_DELAY` still decides if set.
+fn keep_freed_memory(server: bool) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: sets a plain integer option of the allocator this binary links; safe at any time.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, if server { 1_000 } else { -1 }) };
+}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -201,6 +221,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(msg) => return fail(Failure::usage(msg)),
     };
+    keep_freed_memory(matches!(cli.command, Command::Serve(_) | Command::Process(_)));
     let ctx = Context {
         data_dir: cli.data_dir,
         config,

@@ -54,6 +54,12 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + micros)
 }
 
+/// `(year, month)` of an instant in microseconds since the epoch, UTC (no string built).
+pub fn year_month(micros: i64) -> (i64, u32) {
+    let (y, m, _) = civil_from_days(micros.div_euclid(86_400_000_000));
+    (y, m)
+}
+
 // Howard Hinnant's civil-date algorithms.
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -98,5 +104,13 @@ mod tests {
             parse_rfc3339("2026-11-22T00:00:00Z")
         );
         assert_eq!(parse_rfc3339("2026-13-01"), None);
+    }
+
+    #[test]
+    fn year_month_is_the_formatted_month() {
+        for t in [0i64, 1_763_796_492_123_456, 951_782_400_000_000, 1_767_225_599_999_999] {
+            let (y, m) = year_month(t);
+            assert_eq!(format!("{y:04}-{m:02}"), format_micros(t)[..7]);
+        }
     }
 }

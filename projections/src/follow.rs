@@ -184,9 +184,8 @@ impl Follower {
                     }
                     let due = !spaced
                         || stopping
-                        || analytics_last.is_none_or(|(at, small)| {
-                            !small || at.elapsed() >= CLICKHOUSE_SPACING
-                        });
+                        || analytics_last
+                            .is_none_or(|(at, small)| !small || at.elapsed() >= CLICKHOUSE_SPACING);
                     if analytics_backoff.ready() && due {
                         match within(self.analytics_round(&mut prepared, &topic)).await {
                             Ok(n) => {

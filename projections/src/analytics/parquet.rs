@@ -928,15 +928,23 @@ pub fn render(
 /// Splits rows by the month of the table's `month_of` column (`YYYY-MM`), keeping their order.
 fn by_month<'a>(table: &Table, rows: &'a [Vec<Cell>]) -> BTreeMap<String, Vec<&'a Vec<Cell>>> {
     let i = column_index(table, table.month_of).expect("month_of names a column");
-    let mut out: BTreeMap<String, Vec<&Vec<Cell>>> = BTreeMap::new();
+    // Grouped by (year, month) numbers; the names are made once per group.
+    let mut groups: BTreeMap<Option<(i64, u32)>, Vec<&Vec<Cell>>> = BTreeMap::new();
     for row in rows {
         let month = match row[i] {
-            Cell::Time(t) => annals_events::time::format_micros(t)[..7].to_owned(),
-            _ => "unknown".to_owned(),
+            Cell::Time(t) => Some(annals_events::time::year_month(t)),
+            _ => None,
         };
-        out.entry(month).or_default().push(row);
+        groups.entry(month).or_default().push(row);
     }
-    out
+    groups
+        .into_iter()
+        .map(|(month, rows)| {
+            let name =
+                month.map_or_else(|| "unknown".to_owned(), |(y, m)| format!("{y:04}-{m:02}"));
+            (name, rows)
+        })
+        .collect()
 }
 
 /// One column's Arrow builder; which one follows from the column's type.
