@@ -221,7 +221,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(msg) => return fail(Failure::usage(msg)),
     };
-    keep_freed_memory(matches!(cli.command, Command::Serve(_) | Command::Process(_)));
+    keep_freed_memory(matches!(
+        cli.command,
+        Command::Serve(_) | Command::Process(_)
+    ));
     let ctx = Context {
         data_dir: cli.data_dir,
         config,

@@ -108,7 +108,12 @@ mod tests {
 
     #[test]
     fn year_month_is_the_formatted_month() {
-        for t in [0i64, 1_763_796_492_123_456, 951_782_400_000_000, 1_767_225_599_999_999] {
+        for t in [
+            0i64,
+            1_763_796_492_123_456,
+            951_782_400_000_000,
+            1_767_225_599_999_999,
+        ] {
             let (y, m) = year_month(t);
             assert_eq!(format!("{y:04}-{m:02}"), format_micros(t)[..7]);
         }
