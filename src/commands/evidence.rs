@@ -53,8 +53,8 @@ pub(crate) fn parse_time(flag: &str, text: &str) -> Result<i64, Failure> {
     })
 }
 
-/// The checkpoint-signing key: it checks the checkpoint and signs the manifest.
-fn signing_key(path: &Path) -> Result<CheckpointKey, Failure> {
+/// The checkpoint-signing key, which must exist already: it signs the manifest.
+fn existing_key(path: &Path) -> Result<CheckpointKey, Failure> {
     if !path.exists() {
         return Err(Failure::usage(format!(
             "{} does not exist: the bundle's manifest is signed with the checkpoint-signing key, and there is none yet; run `annals checkpoint` first, or give --key (the public key alone cannot sign)",
@@ -86,16 +86,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     }
     let registry = Registry::builtin()?;
     let now = annals_events::time::now_micros();
-    let path = super::checkpoint::key_path(ctx, args.key.clone());
     let evidence = if args.checkpoint {
-        let (key, created) = CheckpointKey::load_or_create(&path).map_err(audit_failure)?;
-        if created {
-            eprintln!(
-                "created the checkpoint-signing key {} (public key {})",
-                path.display(),
-                key.public_key().to_hex()
-            );
-        }
+        let (key, _, _) = super::checkpoint::signing_key(ctx, args.key.clone())?;
         let log = ctx.open_log(LogConfig::default())?;
         let partition = log.topic(&args.topic)?.partition_for(&args.tenant).id();
         if let Some(m) =
@@ -108,7 +100,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         }
         collect_evidence(&log, &registry, &key, &req, now)
     } else {
-        let key = signing_key(&path)?;
+        let key = existing_key(&super::checkpoint::key_path(ctx, args.key.clone()))?;
         let log = ctx.open_log_read_only()?;
         collect_evidence(&log, &registry, &key, &req, now)
     }

@@ -280,18 +280,7 @@ fn run_policies(ctx: &Context, args: RunArgs) -> Result<ExitCode, Failure> {
         write_listing(path, &parts)?;
     }
     if !args.dry_run {
-        for p in &parts {
-            let tenant = &p.run.tenant;
-            w.send(
-                tenant,
-                DomainCommand::ApplyRetention {
-                    run_id: run_id.clone(),
-                    digest: p.run.digest.clone(),
-                },
-                format!("retention-apply/{run_id}"),
-            )
-            .map_err(|e| refused(tenant, e))?;
-        }
+        apply_parts(&w, &run_id, &parts)?;
     }
     finish(ctx, log, w, &rt, &store, &parts, !args.dry_run)?;
     report(ctx, &run_id, &parts, args.dry_run);
@@ -329,21 +318,7 @@ fn apply(ctx: &Context, args: ApplyArgs) -> Result<ExitCode, Failure> {
         }
         Ok::<_, Failure>(parts)
     })?;
-    let mut recorded = 0;
-    for p in &parts {
-        let tenant = &p.run.tenant;
-        recorded += w
-            .send(
-                tenant,
-                DomainCommand::ApplyRetention {
-                    run_id: args.run_id.clone(),
-                    digest: retention::digest(&p.listed),
-                },
-                format!("retention-apply/{}", args.run_id),
-            )
-            .map_err(|e| refused(tenant, e))?
-            .map_or(0, |_| 1);
-    }
+    let recorded = apply_parts(&w, &args.run_id, &parts)?;
     finish(ctx, log, w, &rt, &store, &parts, recorded > 0)?;
     if recorded == 0 {
         if ctx.json {
@@ -360,6 +335,28 @@ fn apply(ctx: &Context, args: ApplyArgs) -> Result<ExitCode, Failure> {
     }
     report(ctx, &args.run_id, &parts, false);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends `ApplyRetention` for each tenant's part with the digest of the rows listed now (the
+/// aggregate refuses it unless that is the reviewed digest); how many were recorded (the others
+/// had been applied before).
+fn apply_parts(w: &Writer, run_id: &str, parts: &[Part]) -> Result<usize, Failure> {
+    let mut recorded = 0;
+    for p in parts {
+        let tenant = &p.run.tenant;
+        let written = w
+            .send(
+                tenant,
+                DomainCommand::ApplyRetention {
+                    run_id: run_id.to_owned(),
+                    digest: retention::digest(&p.listed),
+                },
+                format!("retention-apply/{run_id}"),
+            )
+            .map_err(|e| refused(tenant, e))?;
+        recorded += usize::from(written.is_some());
+    }
+    Ok(recorded)
 }
 
 /// The rows a run's datasets match in the store.

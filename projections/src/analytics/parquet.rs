@@ -580,23 +580,9 @@ impl ParquetStore {
         let batches = self.batches()?;
         for table in TABLES {
             let schema = arrow_schema(table);
-            let prefix = format!("{}.", table.name);
             let mut urls = Vec::new();
             for (dir, _, _) in &batches {
-                let entries =
-                    fs::read_dir(dir).map_err(io(format!("cannot list {}", dir.display())))?;
-                let mut files: Vec<PathBuf> = entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name().is_some_and(|n| {
-                            let n = n.to_string_lossy();
-                            n.starts_with(&prefix) && n.ends_with(".parquet")
-                        })
-                    })
-                    .collect();
-                files.sort();
-                for f in files {
+                for f in table_files(dir, table.name)? {
                     urls.push(
                         ListingTableUrl::parse(f.to_string_lossy())
                             .map_err(store_err("bad file path"))?,
