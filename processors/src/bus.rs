@@ -48,6 +48,13 @@ pub const OUTCOMES_TOPIC: &str = "_outcomes";
 pub const SNAPSHOTS_TOPIC: &str = "_snapshots";
 /// Commands a processor takes from one poll before deciding them.
 const MAX_POLL_BATCH: usize = 500;
+/// How long the commands and outcomes topics keep records: they pass through (a command is
+/// done once its outcome is committed, and callers await outcomes for seconds). A command
+/// older than this that no processor took was never acknowledged.
+pub const PASSING_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// How long the snapshots topic keeps records: a snapshot only saves replaying, so an expired
+/// one costs a longer restore, nothing else.
+pub const SNAPSHOT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// Times a processor decides a command again after its append lost to another writer.
 const MAX_ATTEMPTS: u32 = 5;
 
@@ -77,10 +84,10 @@ fn both_side_topics(
     partitions: u32,
 ) -> Result<(String, String, KafkaConfig), CommandError> {
     let (commands, cfg) = log
-        .kafka_side_topic(COMMANDS_TOPIC, partitions)
+        .kafka_side_topic(COMMANDS_TOPIC, partitions, Some(PASSING_RETENTION))
         .map_err(CommandError::unavailable)?;
     let (outcomes, _) = log
-        .kafka_side_topic(OUTCOMES_TOPIC, partitions)
+        .kafka_side_topic(OUTCOMES_TOPIC, partitions, Some(PASSING_RETENTION))
         .map_err(CommandError::unavailable)?;
     Ok((commands, outcomes, cfg))
 }
@@ -398,7 +405,7 @@ impl KafkaSnapshots {
     /// missing).
     pub fn open(log: &Log, partitions: u32) -> Result<KafkaSnapshots, CommandError> {
         let (topic, cfg) = log
-            .kafka_side_topic(SNAPSHOTS_TOPIC, partitions)
+            .kafka_side_topic(SNAPSHOTS_TOPIC, partitions, Some(SNAPSHOT_RETENTION))
             .map_err(CommandError::unavailable)?;
         let producer = cfg
             .producer_config()

@@ -328,12 +328,14 @@ impl Log {
 
     /// Kafka only: creates (if missing) a plain Kafka topic beside the log's topics, for what
     /// travels through Kafka without being a chain (the commands topic, command outcomes). Its
-    /// name starts with `_`, so it is never listed as a topic of the log. Returns its Kafka
+    /// name starts with `_`, so it is never listed as a topic of the log. A topic created here
+    /// keeps its records for `retention` (when given; otherwise for ever). Returns its Kafka
     /// name and the connection settings.
     pub fn kafka_side_topic(
         &self,
         name: &str,
         partitions: u32,
+        retention: Option<std::time::Duration>,
     ) -> Result<(String, KafkaConfig), LogError> {
         let Backend::Kafka(client) = &self.backend else {
             return Err(LogError::kafka_detail(
@@ -347,7 +349,7 @@ impl Log {
             return Err(LogError::BadName(name.to_owned()));
         }
         if client.side_topic_partitions(name)? != Some(partitions) {
-            client.create_topic(name, partitions)?;
+            client.create_topic_keeping(name, partitions, retention)?;
         }
         Ok((client.kafka_topic(name), client.cfg.clone()))
     }

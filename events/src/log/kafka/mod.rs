@@ -217,6 +217,16 @@ impl Client {
     /// Creates the topic with `partitions` partitions and configs that keep every event
     /// (no time limit, no size limit, no compaction), then waits until the cluster shows it.
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        self.create_topic_keeping(topic, partitions, None)
+    }
+
+    /// [`create_topic`](Self::create_topic), keeping records for `retention` only if given.
+    pub fn create_topic_keeping(
+        &self,
+        topic: &str,
+        partitions: u32,
+        retention: Option<std::time::Duration>,
+    ) -> Result<(), LogError> {
         let name = self.kafka_topic(topic);
         let admin: AdminClient<DefaultClientContext> = self
             .cfg
@@ -224,7 +234,11 @@ impl Client {
             .create()
             .map_err(|e| self.error("cannot create an admin client", e))?;
         let max = MAX_RECORD_BYTES.to_string();
-        let forever = i64::MAX.to_string();
+        let forever = retention
+            .map_or(i64::MAX, |r| {
+                i64::try_from(r.as_millis()).unwrap_or(i64::MAX)
+            })
+            .to_string();
         let new = NewTopic::new(
             &name,
             partitions as i32,
