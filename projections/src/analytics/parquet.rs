@@ -99,6 +99,19 @@ fn writer_alive(name: &str) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Writes a batch folder's `batch.json` and syncs it and the folder: the last step before the
+/// folder is renamed into place.
+fn write_info(dir: &Path, info: &BatchInfo) -> Result<(), AnalyticsError> {
+    let path = dir.join("batch.json");
+    fs::write(
+        &path,
+        serde_json::to_vec_pretty(info).expect("serialisable"),
+    )
+    .and_then(|()| fs::File::open(&path)?.sync_all())
+    .map_err(io(format!("cannot write {}", path.display())))?;
+    sync_dir(dir)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), AnalyticsError> {
     fs::File::open(dir)
         .and_then(|f| f.sync_all())
@@ -365,14 +378,7 @@ impl ParquetStore {
                 last_recorded_at,
                 rows,
             };
-            let info_path = tmp.join("batch.json");
-            fs::write(
-                &info_path,
-                serde_json::to_vec_pretty(&info).expect("serialisable"),
-            )
-            .and_then(|()| fs::File::open(&info_path)?.sync_all())
-            .map_err(io(format!("cannot write {}", info_path.display())))?;
-            sync_dir(&tmp)?;
+            write_info(&tmp, &info)?;
             let _lock = self.lock()?;
             if self.generation()? != generation || group.iter().any(|(d, _, _)| !d.is_dir()) {
                 return Ok(()); // a rebuild or another compaction got there first
@@ -498,14 +504,7 @@ impl ParquetStore {
             last_recorded_at: batch.last_recorded_at,
             rows,
         };
-        let info_path = tmp.join("batch.json");
-        fs::write(
-            &info_path,
-            serde_json::to_vec_pretty(&info).expect("serialisable"),
-        )
-        .and_then(|()| fs::File::open(&info_path)?.sync_all())
-        .map_err(io(format!("cannot write {}", info_path.display())))?;
-        sync_dir(tmp)
+        write_info(tmp, &info)
     }
 
     /// Renames a written batch into place under the store's lock, if it follows the position.
@@ -768,14 +767,7 @@ impl ParquetStore {
                 Some(batches) => write_batches(&out, &batches)?,
             }
         }
-        let info_path = tmp.join("batch.json");
-        fs::write(
-            &info_path,
-            serde_json::to_vec_pretty(&info).expect("serialisable"),
-        )
-        .and_then(|()| fs::File::open(&info_path)?.sync_all())
-        .map_err(io(format!("cannot write {}", info_path.display())))?;
-        sync_dir(tmp)?;
+        write_info(tmp, &info)?;
         Ok(true)
     }
 }
