@@ -1,7 +1,21 @@
 //! The checkpoint checks of `annals verify`: every checkpoint event's signature, and its root
 //! against the root recomputed from the partition's events.
+//!
+//! A [`PartitionCheck`] sees a partition's events in seq order. On the embedded log it rides
+//! along verify's own single pass over the files ([`verify_embedded`]), partitions in
+//! parallel; on Kafka, [`verify_checkpoints`] reads the log again. It keeps the hashes of the
+//! events since the last checkpoint and folds them into the Merkle frontier only when a
+//! checkpoint needs them, many leaves side by side ([`annals_events::chain::Batch`]), in
+//! aligned runs of 64 leaves pushed as whole subtrees.
 
-use annals_events::{Log, Partition};
+use std::path::Path;
+
+use annals_events::chain::{Batch, Hash};
+use annals_events::envelope::{EnvelopeRef, event_type_of};
+use annals_events::verify::{Observer, VerifyReport, verify_observed};
+use std::sync::Arc;
+
+use annals_events::{Log, Topic};
 use annals_proof::{Frontier, PublicKey, leaf_hash};
 use annals_schemas::Registry;
 use serde::Serialize;
@@ -48,7 +62,7 @@ pub struct CheckpointReport {
     pub unreadable: Vec<String>,
 }
 
-/// Checks every checkpoint of every topic of `log` (best opened read-only).
+/// Checks every checkpoint of every topic of `log` (best opened read-only), reading it.
 /// `key`: the public key to check signatures with; `None` checks roots only.
 pub fn verify_checkpoints(
     log: &Log,
@@ -61,90 +75,293 @@ pub fn verify_checkpoints(
         ..CheckpointReport::default()
     };
     for topic in log.topics() {
-        for part in topic.partitions() {
-            if let Err(e) = check_partition(part, key, registry, &mut report) {
-                report
-                    .unreadable
-                    .push(format!("{}/{}: {e}", part.topic(), part.id()));
+        for (i, part) in topic.partitions().iter().enumerate() {
+            let source = Reread::Ready(topic.clone(), i);
+            let mut check = PartitionCheck::new(part.topic(), part.id(), source, key, registry);
+            let mut reader = part.reader(0);
+            let read = (|| {
+                while let Some(env) = reader.next_ref()? {
+                    let checkpoint = (env.event_type == CHECKPOINT_EVENT_TYPE).then_some(&env);
+                    check.event(env.seq, env.hash, checkpoint);
+                }
+                Ok::<_, AuditError>(())
+            })();
+            if let Err(e) = read {
+                check.unreadable = Some(e.to_string());
             }
+            check.add_to(&mut report);
         }
     }
     Ok(report)
 }
 
-fn check_partition(
-    part: &Partition,
+/// `annals verify` on the embedded log: every partition's chain (annals-events) and its
+/// checkpoints, in one pass over the files, partitions in parallel on up to `threads`
+/// threads (0: one per core). The log is opened (read-only) only for a checkpoint that
+/// covers fewer events than an earlier one, to read its partition again.
+pub fn verify_embedded(
+    data_dir: &Path,
+    threads: usize,
     key: Option<&PublicKey>,
     registry: &Registry,
-    report: &mut CheckpointReport,
-) -> Result<(), AuditError> {
-    let mut frontier = Frontier::new();
-    let mut reader = part.reader(0);
-    while let Some(env) = reader.next_ref()? {
-        if env.event_type == CHECKPOINT_EVENT_TYPE {
-            report.checkpoints += 1;
-            let fault = |kind, detail: String| CheckpointFault {
-                topic: part.topic().to_owned(),
-                partition: part.id(),
-                seq: env.seq,
-                kind,
-                detail,
-            };
-            let found = match decode_checkpoint(&env, registry) {
-                Err(e) => Some(fault(
-                    "checkpoint_payload",
-                    format!("unreadable checkpoint: {e}"),
-                )),
-                Ok(None) => None,
-                Ok(Some(c)) => {
-                    if c.topic != part.topic() || c.partition != part.id() {
-                        Some(fault(
-                            "checkpoint_payload",
-                            format!("the checkpoint names {}/{}", c.topic, c.partition),
-                        ))
-                    } else if c.tree_size > env.seq {
-                        Some(fault(
-                            "checkpoint_size",
-                            format!(
-                                "tree size {} covers events after the checkpoint itself",
-                                c.tree_size
-                            ),
-                        ))
-                    } else if root_at(part, &frontier, c.tree_size)? != c.root_hash {
-                        Some(fault(
-                            "checkpoint_root",
-                            format!(
-                                "the root is not the Merkle root of the first {} events",
-                                c.tree_size
-                            ),
-                        ))
-                    } else if let Some(Err(e)) = key.map(|k| c.verify_signature(k)) {
-                        Some(fault("checkpoint_signature", e.detail))
-                    } else {
-                        None
-                    }
-                }
-            };
-            report.faults.extend(found);
-        }
-        frontier.push(leaf_hash(env.hash));
+) -> Result<(VerifyReport, CheckpointReport), AuditError> {
+    let (chain, checks) = verify_observed(data_dir, threads, |topic, p| {
+        PartitionCheck::new(topic, p, Reread::Open(data_dir), key, registry)
+    })?;
+    let mut report = CheckpointReport {
+        signatures_checked: key.is_some(),
+        public_key: key.map(PublicKey::to_hex),
+        ..CheckpointReport::default()
+    };
+    for check in checks {
+        check.add_to(&mut report);
     }
-    Ok(())
+    Ok((chain, report))
 }
 
-/// The root of the first `size` leaves (`size <=` the frontier's): at once when a checkpoint
-/// covers everything before it (the usual case), else by reading the partition again.
-fn root_at(part: &Partition, frontier: &Frontier, size: u64) -> Result<[u8; 32], AuditError> {
-    if size == frontier.size() {
-        return Ok(frontier.root());
-    }
-    let mut f = Frontier::new();
-    let mut reader = part.reader(0);
-    while f.size() < size {
-        match reader.next_ref()? {
-            Some(env) => f.push(leaf_hash(env.hash)),
-            None => break,
+/// The checkpoint checks of one partition, fed its events in seq order.
+pub struct PartitionCheck<'a> {
+    topic: String,
+    partition: u32,
+    /// How to read the partition again, for a checkpoint behind the frontier.
+    reread: Reread<'a>,
+    key: Option<&'a PublicKey>,
+    registry: &'a Registry,
+    frontier: Frontier,
+    /// Hashes of the events after the frontier's leaves, oldest first.
+    pending: Vec<Hash>,
+    checkpoints: u64,
+    faults: Vec<CheckpointFault>,
+    unreadable: Option<String>,
+    batch: Batch,
+}
+
+/// Where a [`PartitionCheck`] reads its partition again from.
+pub enum Reread<'a> {
+    /// A topic of an open log, and the partition's index in it.
+    Ready(Arc<Topic>, usize),
+    /// The data dir of an embedded log, opened read-only when needed.
+    Open(&'a Path),
+}
+
+/// Pending event hashes that are folded into the frontier even without a checkpoint, so
+/// memory stays bounded on a partition without checkpoints.
+const FOLD_AT: usize = 1 << 16;
+/// Leaves of the subtrees pushed whole.
+const RUN: usize = 64;
+
+impl<'a> PartitionCheck<'a> {
+    pub fn new(
+        topic: &str,
+        partition: u32,
+        reread: Reread<'a>,
+        key: Option<&'a PublicKey>,
+        registry: &'a Registry,
+    ) -> Self {
+        PartitionCheck {
+            topic: topic.to_owned(),
+            partition,
+            reread,
+            key,
+            registry,
+            frontier: Frontier::new(),
+            pending: Vec::new(),
+            checkpoints: 0,
+            faults: Vec::new(),
+            unreadable: None,
+            batch: Batch::new(),
         }
     }
-    Ok(f.root())
+
+    /// The next event: its seq, its hash and, for a checkpoint event, its envelope.
+    pub fn event(&mut self, seq: u64, hash: &Hash, checkpoint: Option<&EnvelopeRef<'_>>) {
+        if self.unreadable.is_some() {
+            return;
+        }
+        if let Some(env) = checkpoint {
+            self.checkpoints += 1;
+            if let Some(fault) = self.check(seq, env) {
+                self.faults.push(fault);
+            }
+        }
+        self.pending.push(*hash);
+        if self.pending.len() >= FOLD_AT {
+            self.fold(self.pending.len());
+        }
+    }
+
+    fn check(&mut self, seq: u64, env: &EnvelopeRef<'_>) -> Option<CheckpointFault> {
+        let (topic, partition) = (self.topic.clone(), self.partition);
+        let fault = |kind, detail: String| CheckpointFault {
+            topic: topic.clone(),
+            partition,
+            seq,
+            kind,
+            detail,
+        };
+        let c = match decode_checkpoint(env, self.registry) {
+            Err(e) => {
+                return Some(fault(
+                    "checkpoint_payload",
+                    format!("unreadable checkpoint: {e}"),
+                ));
+            }
+            Ok(None) => return None,
+            Ok(Some(c)) => c,
+        };
+        if c.topic != self.topic || c.partition != self.partition {
+            return Some(fault(
+                "checkpoint_payload",
+                format!("the checkpoint names {}/{}", c.topic, c.partition),
+            ));
+        }
+        if c.tree_size > seq {
+            return Some(fault(
+                "checkpoint_size",
+                format!(
+                    "tree size {} covers events after the checkpoint itself",
+                    c.tree_size
+                ),
+            ));
+        }
+        let root = match self.root_at(c.tree_size) {
+            Ok(root) => root,
+            Err(e) => {
+                self.unreadable = Some(e);
+                return None;
+            }
+        };
+        if root != c.root_hash {
+            return Some(fault(
+                "checkpoint_root",
+                format!(
+                    "the root is not the Merkle root of the first {} events",
+                    c.tree_size
+                ),
+            ));
+        }
+        match self.key.map(|k| c.verify_signature(k)) {
+            Some(Err(e)) => Some(fault("checkpoint_signature", e.detail)),
+            _ => None,
+        }
+    }
+
+    /// The root of the first `size` leaves (`size` at most the events seen): from the
+    /// frontier when it has not gone past `size` (the usual case), else by reading the
+    /// partition again.
+    fn root_at(&mut self, size: u64) -> Result<[u8; 32], String> {
+        if size >= self.frontier.size() {
+            self.fold((size - self.frontier.size()) as usize);
+            return Ok(self.frontier.root());
+        }
+        let read = || -> Result<[u8; 32], AuditError> {
+            let opened;
+            let (topic, index) = match &self.reread {
+                Reread::Ready(topic, index) => (topic.clone(), *index),
+                Reread::Open(data_dir) => {
+                    opened = Log::open_read_only(data_dir)?;
+                    let topic = opened.topic(&self.topic)?;
+                    let index = topic
+                        .partitions()
+                        .iter()
+                        .position(|p| p.id() == self.partition);
+                    (topic, index.unwrap_or(usize::MAX))
+                }
+            };
+            let Some(part) = topic.partitions().get(index) else {
+                return Err(AuditError::NoEvent(format!(
+                    "partition {} of topic {}",
+                    self.partition, self.topic
+                )));
+            };
+            let mut f = Frontier::new();
+            let mut reader = part.reader(0);
+            while f.size() < size {
+                match reader.next_ref()? {
+                    Some(env) => f.push(leaf_hash(env.hash)),
+                    None => break,
+                }
+            }
+            Ok(f.root())
+        };
+        read().map_err(|e| format!("{}/{}: {e}", self.topic, self.partition))
+    }
+
+    /// Moves the first `n` pending hashes into the frontier as leaves.
+    fn fold(&mut self, n: usize) {
+        let leaves = hash_all(&mut self.batch, self.pending.drain(..n).map(|h| ([0u8], h)));
+        let mut at = 0;
+        // One by one up to a multiple of RUN, then whole subtrees of RUN leaves.
+        while at < leaves.len() && !self.frontier.size().is_multiple_of(RUN as u64) {
+            self.frontier.push(leaves[at]);
+            at += 1;
+        }
+        let runs = (leaves.len() - at) / RUN;
+        let mut level = leaves[at..at + runs * RUN].to_vec();
+        while level.len() > runs {
+            level = hash_all(
+                &mut self.batch,
+                level
+                    .chunks_exact(2)
+                    .map(|pair| ([1u8], [pair[0], pair[1]].concat())),
+            );
+        }
+        for root in level {
+            let pushed = self.frontier.push_subtree(root, RUN.trailing_zeros());
+            debug_assert!(pushed, "subtrees are pushed at multiples of their width");
+        }
+        for leaf in &leaves[at + runs * RUN..] {
+            self.frontier.push(*leaf);
+        }
+    }
+
+    fn add_to(self, report: &mut CheckpointReport) {
+        report.checkpoints += self.checkpoints;
+        report.faults.extend(self.faults);
+        if let Some(why) = self.unreadable {
+            report
+                .unreadable
+                .push(format!("{}/{}: {why}", self.topic, self.partition));
+        }
+    }
+}
+
+/// SHA-256 of each `tag ‖ bytes`, side by side.
+fn hash_all<B: AsRef<[u8]>>(
+    batch: &mut Batch,
+    inputs: impl Iterator<Item = ([u8; 1], B)>,
+) -> Vec<Hash> {
+    batch.clear();
+    for (tag, bytes) in inputs {
+        batch.push(&[&tag, bytes.as_ref()]);
+    }
+    let mut out = Vec::new();
+    batch.digests(&mut out);
+    batch.clear();
+    out
+}
+
+/// On the embedded log, the check sees each event as verify reads it; only checkpoint
+/// events are decoded.
+impl Observer for PartitionCheck<'_> {
+    fn event(&mut self, seq: u64, hash: &Hash, without_hash: &[u8]) {
+        if event_type_of(without_hash) != Some(CHECKPOINT_EVENT_TYPE.as_bytes()) {
+            return PartitionCheck::event(self, seq, hash, None);
+        }
+        let body = [without_hash, hash].concat();
+        match EnvelopeRef::decode(&body) {
+            Ok(env) => PartitionCheck::event(self, seq, hash, Some(&env)),
+            Err(e) => {
+                self.checkpoints += 1;
+                self.faults.push(CheckpointFault {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    seq,
+                    kind: "checkpoint_payload",
+                    detail: format!("unreadable checkpoint envelope: {e}"),
+                });
+                PartitionCheck::event(self, seq, hash, None);
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! it checked by the offline verifier with only the public key, tampering caught and named,
 //! and `annals verify`'s checkpoint checks.
 
-use annals_audit::check::verify_checkpoints;
+use annals_audit::check::{CheckpointReport, verify_checkpoints, verify_embedded};
 use annals_audit::prove::{CheckpointRef, prove_consistency, prove_inclusion};
 use annals_audit::{AuditError, CheckpointKey, Checkpointer, checkpoint_stream, make_checkpoint};
 use annals_events::{Log, LogConfig, NewEvent};
@@ -191,9 +191,28 @@ fn consistency_between_two_checkpoints_verifies() {
 
 /// Appends a checkpoint event as the checkpointer would, but with the given root and key.
 fn forge(log: &Log, f: &Fixture, p: u32, root: [u8; 32], key: &CheckpointKey, version: u64) {
+    let size = log
+        .topic("events")
+        .unwrap()
+        .partition(p)
+        .unwrap()
+        .head()
+        .next_seq;
+    forge_sized(log, f, p, size, root, key, version);
+}
+
+/// A checkpoint event over the first `size` events with `root`, signed by `key`.
+fn forge_sized(
+    log: &Log,
+    f: &Fixture,
+    p: u32,
+    size: u64,
+    root: [u8; 32],
+    key: &CheckpointKey,
+    version: u64,
+) {
     let t = log.topic("events").unwrap();
     let part = t.partition(p).unwrap();
-    let size = part.head().next_seq;
     let msg = checkpoint_message(&f.key.log_id(), "events", p, size, &root, 1);
     let payload = json!({
         "log_id": f.key.log_id(), "topic": "events", "partition": p, "tree_size": size,
@@ -220,6 +239,81 @@ fn forge(log: &Log, f: &Fixture, p: u32, root: [u8; 32], key: &CheckpointKey, ve
     .unwrap();
 }
 
+/// The checkpoint checks both ways: reading the log, and riding along verify's pass over the
+/// files. They must agree.
+fn checked(f: &Fixture, key: Option<&PublicKey>) -> CheckpointReport {
+    let read = verify_checkpoints(
+        &Log::open_read_only(f.dir.path()).unwrap(),
+        key,
+        &f.registry,
+    )
+    .unwrap();
+    let (chain, along) = verify_embedded(f.dir.path(), 2, key, &f.registry).unwrap();
+    assert!(chain.ok, "{:?}", chain.faults);
+    let seen = |r: &CheckpointReport| {
+        let faults: Vec<_> = r
+            .faults
+            .iter()
+            .map(|x| (x.partition, x.seq, x.kind))
+            .collect();
+        (r.checkpoints, faults, r.unreadable.clone())
+    };
+    assert_eq!(
+        seen(&read),
+        seen(&along),
+        "reading the log and riding along verify differ"
+    );
+    along
+}
+
+/// Many events between checkpoints (folded into the tree in runs), checkpoints at sizes that
+/// are not multiples of the runs, and checkpoints that cover fewer events than an earlier one.
+#[test]
+fn checkpoints_over_many_events_are_checked_alike_both_ways() {
+    let f = fixture();
+    let public = f.key.public_key();
+    let leaves = |log: &Log| -> Vec<[u8; 32]> {
+        let t = log.topic("events").unwrap();
+        let mut r = t.partition(0).unwrap().reader(0);
+        let mut v = Vec::new();
+        while let Some(e) = r.next_ref().unwrap() {
+            v.push(leaf_hash(e.hash));
+        }
+        v
+    };
+    {
+        let log = open(&f);
+        for n in [200, 77, 1000, 3] {
+            append(&log, 0, n);
+            make_checkpoint(&log, "events", 0, &f.key, &f.registry)
+                .unwrap()
+                .unwrap();
+        }
+        append(&log, 1, 130);
+        make_checkpoint(&log, "events", 1, &f.key, &f.registry)
+            .unwrap()
+            .unwrap();
+        // Behind the frontier: the right root of the first 150 events, then a wrong one.
+        let first = leaves(&log);
+        forge_sized(&log, &f, 0, 150, merkle::root(&first[..150]), &f.key, 5);
+        forge_sized(&log, &f, 0, 151, merkle::root(&first[..150]), &f.key, 6);
+        append(&log, 0, 70);
+    }
+    let report = checked(&f, Some(&public));
+    assert_eq!(report.checkpoints, 7);
+    let faults: Vec<(u32, u64, &str)> = report
+        .faults
+        .iter()
+        .map(|x| (x.partition, x.seq, x.kind))
+        .collect();
+    assert_eq!(
+        faults,
+        vec![(0, 1285, "checkpoint_root")],
+        "{:?}",
+        report.faults
+    );
+}
+
 #[test]
 fn verify_catches_a_checkpoint_with_a_wrong_root_or_signature() {
     let f = fixture();
@@ -235,12 +329,7 @@ fn verify_catches_a_checkpoint_with_a_wrong_root_or_signature() {
             .unwrap();
     }
     let public = f.key.public_key();
-    let report = verify_checkpoints(
-        &Log::open_read_only(f.dir.path()).unwrap(),
-        Some(&public),
-        &f.registry,
-    )
-    .unwrap();
+    let report = checked(&f, Some(&public));
     assert_eq!(report.checkpoints, 2);
     assert!(report.faults.is_empty(), "{:?}", report.faults);
     assert!(report.signatures_checked);
@@ -270,12 +359,7 @@ fn verify_catches_a_checkpoint_with_a_wrong_root_or_signature() {
             2,
         );
     }
-    let report = verify_checkpoints(
-        &Log::open_read_only(f.dir.path()).unwrap(),
-        Some(&public),
-        &f.registry,
-    )
-    .unwrap();
+    let report = checked(&f, Some(&public));
     assert_eq!(report.checkpoints, 4);
     let faults: Vec<(u32, u64, &str)> = report
         .faults
@@ -294,12 +378,7 @@ fn verify_catches_a_checkpoint_with_a_wrong_root_or_signature() {
             .contains("topic events partition 0 seq 7")
     );
     // Without a key, roots are still checked.
-    let report = verify_checkpoints(
-        &Log::open_read_only(f.dir.path()).unwrap(),
-        None,
-        &f.registry,
-    )
-    .unwrap();
+    let report = checked(&f, None);
     assert_eq!(report.faults.len(), 1);
     assert!(!report.signatures_checked);
 }

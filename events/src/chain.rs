@@ -5,6 +5,9 @@
 
 use sha2::{Digest, Sha256};
 
+mod lanes;
+pub use lanes::Batch;
+
 pub type Hash = [u8; 32];
 
 /// Domain-separation tag: an event hash can never be confused with another SHA-256 use.

@@ -262,6 +262,17 @@ impl<'a> EnvelopeRef<'a> {
     }
 }
 
+/// The event type of an envelope's canonical bytes (with or without the hash), read without
+/// decoding the rest; `None` if the bytes do not get that far.
+pub fn event_type_of(buf: &[u8]) -> Option<&[u8]> {
+    let mut c = Cursor::new(buf);
+    c.fixed("event_id", 16).ok()?;
+    c.skip_bytes("tenant").ok()?;
+    c.skip_bytes("stream").ok()?;
+    c.long("stream_version").ok()?;
+    c.bytes("event_type").ok()
+}
+
 /// The fields the chain and the index need, read without validating or copying the rest:
 /// what `verify` reads per record (the hash covers every other byte anyway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

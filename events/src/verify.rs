@@ -87,8 +87,32 @@ pub struct VerifyReport {
     pub faults: Vec<Fault>,
 }
 
+/// Sees every verified event of one partition, in seq order, as verify reads it: a way to
+/// check more of each event (the checkpoints, in annals-audit) in the same single pass.
+pub trait Observer: Send {
+    /// An event whose frame, place in the chain and hash hold: its seq, its hash and its
+    /// canonical bytes without the hash. After a fault no more events come.
+    fn event(&mut self, seq: u64, hash: &Hash, without_hash: &[u8]);
+}
+
+/// No observer.
+impl Observer for () {
+    fn event(&mut self, _: u64, _: &Hash, _: &[u8]) {}
+}
+
 /// Verifies every topic under `<data_dir>/log` with up to `threads` threads (0: one per core).
 pub fn verify(data_dir: &Path, threads: usize) -> Result<VerifyReport, LogError> {
+    verify_observed(data_dir, threads, |_, _| ()).map(|(report, _)| report)
+}
+
+/// [`verify`], showing each partition's verified events to an observer made for it by
+/// `observer_for(topic, partition)`. The observers come back in the order of the report's
+/// partitions.
+pub fn verify_observed<O: Observer>(
+    data_dir: &Path,
+    threads: usize,
+    observer_for: impl Fn(&str, u32) -> O + Sync,
+) -> Result<(VerifyReport, Vec<O>), LogError> {
     let log_dir = data_dir.join("log");
     if !log_dir.is_dir() {
         return Err(LogError::NoLog {
@@ -138,23 +162,26 @@ pub fn verify(data_dir: &Path, threads: usize) -> Result<VerifyReport, LogError>
                     let Some((topic, p, dir)) = work.get(i) else {
                         break;
                     };
-                    let report = verify_partition(topic, *p, dir);
-                    results.lock().expect("results lock").push(report);
+                    let mut observer = observer_for(topic, *p);
+                    let report = verify_partition(topic, *p, dir, &mut observer);
+                    let done = report.map(|r| (r, observer));
+                    results.lock().expect("results lock").push(done);
                 }
             });
         }
     });
-    let mut partitions: Vec<PartitionReport> = results
+    let mut done: Vec<(PartitionReport, O)> = results
         .into_inner()
         .expect("results lock")
         .into_iter()
         .collect::<Result<_, _>>()?;
-    partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    done.sort_by(|(a, _), (b, _)| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let (partitions, observers): (Vec<PartitionReport>, Vec<O>) = done.into_iter().unzip();
     let seconds = started.elapsed().as_secs_f64();
     let events = partitions.iter().map(|p| p.events).sum();
     let bytes = partitions.iter().map(|p| p.bytes).sum::<u64>();
     let faults: Vec<Fault> = partitions.iter().filter_map(|p| p.fault.clone()).collect();
-    Ok(VerifyReport {
+    let report = VerifyReport {
         ok: faults.is_empty(),
         topics,
         events,
@@ -164,7 +191,8 @@ pub fn verify(data_dir: &Path, threads: usize) -> Result<VerifyReport, LogError>
         threads,
         partitions,
         faults,
-    })
+    };
+    Ok((report, observers))
 }
 
 /// Verifies one partition folder, stopping at its first fault.
@@ -172,6 +200,7 @@ pub fn verify_partition(
     topic: &str,
     partition: u32,
     dir: &Path,
+    observer: &mut impl Observer,
 ) -> Result<PartitionReport, LogError> {
     let writer_active = writer_holds_lock(dir);
     let mut report = PartitionReport {
@@ -253,9 +282,19 @@ pub fn verify_partition(
             )
         });
         let mut next_entry = index.next();
-        let mut sc = Scanner::open(&path, HEADER_LEN, len).map_err(LogError::reading(&path))?;
+        // Sealed segments are read in place; the last one, which a writer may still extend
+        // (or recovery shorten), through a buffer.
+        let mut sc = if is_last {
+            Scanner::open(&path, HEADER_LEN, len)
+        } else {
+            Scanner::open_sealed(&path, HEADER_LEN)
+        }
+        .map_err(LogError::reading(&path))?;
+        sc.defer_crc();
         let mut body_end = HEADER_LEN;
         let mut tail = Vec::with_capacity(64);
+        let mut rehash = Rehash::default();
+        let mut failed = None;
         // Where the last commit of this segment ended: (byte position, next seq).
         let mut committed = (HEADER_LEN, seq);
         loop {
@@ -292,13 +331,19 @@ pub fn verify_partition(
                     body_end = sc.position();
                     let indexed = next_entry.is_some_and(|(_, ipos, _)| ipos <= pos);
                     let (hash, recorded_at) =
-                        match check_record(sc.body(), partition, seq, &prev, indexed, &mut tail) {
+                        match check_links(sc.body(), partition, seq, &prev, indexed, &mut tail) {
                             Ok(v) => v,
+                            // A damaged frame can fail any check: its CRC names it best.
+                            Err(_) if !frame_crc_holds(sc.head(), sc.body()) => {
+                                report.fault = Some(fault(seq, pos, "frame", CRC.into()));
+                                break;
+                            }
                             Err((kind, detail)) => {
                                 report.fault = Some(fault(seq, pos, kind, detail));
                                 break;
                             }
                         };
+                    rehash.push(partition, seq, &prev, sc.head(), sc.body(), pos);
                     // The index must point at this record if it names its position.
                     while let Some((iseq, ipos, iat)) = next_entry {
                         if ipos > pos {
@@ -325,8 +370,25 @@ pub fn verify_partition(
                     if commit_end {
                         committed = (sc.position(), seq);
                     }
+                    if rehash.is_full() {
+                        failed = rehash.check(observer);
+                        if failed.is_some() {
+                            break;
+                        }
+                    }
                 }
             }
+        }
+        // The records still waiting for their CRC and hash come before any fault found after
+        // them: the first of them that fails is the fault, and the partition ends before it.
+        if let Some((bad, kind)) = failed.or_else(|| rehash.check(observer)) {
+            (seq, prev) = (bad.seq, bad.prev);
+            body_end = bad.pos;
+            let torn_tail = kind == "frame" && is_last && writer_active;
+            report.fault = (!torn_tail).then(|| {
+                let detail = if kind == "frame" { CRC } else { ALTERED };
+                fault(seq, bad.pos, kind, detail.into())
+            });
         }
         if report.fault.is_none()
             && let Some((iseq, ipos, _)) = next_entry.filter(|_| !(is_last && writer_active))
@@ -350,13 +412,14 @@ pub fn verify_partition(
     Ok(report)
 }
 
-/// Checks one record against the chain: its partition, seq and `prev_hash`, then its hash.
-/// Returns its hash, and its `recorded_at` when `want_time` (for the index check).
+/// Checks one record's place in the chain: its partition, seq and `prev_hash`. Returns its
+/// stored hash (re-hashed later, by [`Rehash`]), and its `recorded_at` when `want_time` (for
+/// the index check).
 ///
 /// The fast path compares the record's last fields with their expected encoding instead of
 /// decoding it (partition, seq and prev_hash sit just before the hash, and Avro's varints are
 /// canonical); any mismatch, or an index check, takes the full decoding to say what is wrong.
-fn check_record(
+fn check_links(
     body: &[u8],
     partition: u32,
     seq: u64,
@@ -394,14 +457,112 @@ fn check_record(
         }
         recorded_at = Some(env.recorded_at);
     }
-    let stored: Hash = body[n - 32..].try_into().expect("32 bytes");
-    if chain::event_hash(partition, seq, prev, &body[..n - 32]) != stored {
-        return Err((
-            "hash",
-            "the stored hash is not the hash of the event's bytes: the event was altered".into(),
-        ));
+    Ok((body[n - 32..].try_into().expect("32 bytes"), recorded_at))
+}
+
+const ALTERED: &str = "the stored hash is not the hash of the event's bytes: the event was altered";
+const CRC: &str = "CRC32C mismatch: the record is damaged (if this is the end of the segment, a torn write: opening the log for writing cuts a torn tail off and keeps it in a .torn file)";
+
+fn frame_crc_holds((len, crc): ([u8; 4], u32), body: &[u8]) -> bool {
+    crc32c::crc32c_append(crc32c::crc32c(&len), body) == crc
+}
+
+/// Records whose links were checked, waiting to have their CRCs and hashes recomputed: each
+/// record names its own `prev_hash`, so the hashes are independent and are computed
+/// side by side ([`chain::Batch`]), and so are the CRCs
+/// ([`segment::frame_crcs`]).
+#[derive(Default)]
+struct Rehash {
+    batch: chain::Batch,
+    pending: Vec<Pending>,
+    digests: Vec<Hash>,
+    crcs: Vec<u32>,
+}
+
+/// A record waiting in [`Rehash`].
+struct Pending {
+    seq: u64,
+    /// Its stored hash, and the one before it.
+    stored: Hash,
+    prev: Hash,
+    /// Its frame's length field and CRC.
+    head: ([u8; 4], u32),
+    /// Where the record starts in its segment.
+    pos: u64,
+}
+
+/// Bytes hashed before the envelope: tag, partition, seq, prev_hash.
+const PREFIX: usize = chain::TAG.len() + 4 + 8 + 32;
+
+impl Rehash {
+    /// Records re-hashed in one go.
+    const BATCH: usize = 64;
+
+    fn push(
+        &mut self,
+        partition: u32,
+        seq: u64,
+        prev: &Hash,
+        head: ([u8; 4], u32),
+        body: &[u8],
+        pos: u64,
+    ) {
+        let (without_hash, stored) = body.split_at(body.len() - 32);
+        self.batch.push(&[
+            chain::TAG,
+            &partition.to_be_bytes(),
+            &seq.to_be_bytes(),
+            prev,
+            without_hash,
+        ]);
+        self.pending.push(Pending {
+            seq,
+            stored: stored.try_into().expect("32 bytes"),
+            prev: *prev,
+            head,
+            pos,
+        });
     }
-    Ok((stored, recorded_at))
+
+    fn is_full(&self) -> bool {
+        self.pending.len() >= Self::BATCH
+    }
+
+    /// Checks the waiting records' CRCs and hashes, and shows those before the first that
+    /// fails to `observer`; that one, if any, with its fault kind (`frame` or `hash`).
+    /// Nothing is waiting afterwards.
+    fn check(&mut self, observer: &mut impl Observer) -> Option<(Pending, &'static str)> {
+        let frames: Vec<segment::FrameParts<'_>> = self
+            .pending
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.head.0, [&self.batch.message(i)[PREFIX..], &p.stored[..]]))
+            .collect();
+        segment::frame_crcs(&frames, &mut self.crcs);
+        self.batch.digests(&mut self.digests);
+        let bad = self
+            .pending
+            .iter()
+            .zip(self.crcs.iter().zip(&self.digests))
+            .position(|(p, (crc, digest))| *crc != p.head.1 || *digest != p.stored);
+        for (i, p) in self.pending[..bad.unwrap_or(self.pending.len())]
+            .iter()
+            .enumerate()
+        {
+            observer.event(p.seq, &p.stored, &self.batch.message(i)[PREFIX..]);
+        }
+        self.batch.clear();
+        let bad = bad.map(|i| {
+            let kind = if self.crcs[i] != self.pending[i].head.1 {
+                "frame"
+            } else {
+                "hash"
+            };
+            (self.pending.swap_remove(i), kind)
+        });
+        self.pending.clear();
+        bad
+    }
 }
 
 /// Whether a writer process holds the partition's lock right now.

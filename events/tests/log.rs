@@ -234,17 +234,31 @@ fn damage_before_the_tail_refuses_to_open_instead_of_truncating() {
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was truncated");
 }
 
-/// One byte changed anywhere in a stored event makes verify fail naming that seq.
+/// One byte changed anywhere in a stored event makes verify fail naming that seq. The
+/// events are in a sealed segment (a later commit rolled over), which verify reads in place.
 #[test]
 fn any_changed_byte_of_an_event_is_caught_and_named() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let config = LogConfig {
+            segment_bytes: 1024,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config).unwrap();
         let t = log.create_topic("events", 1).unwrap();
         t.partitions()[0]
             .append_blocking((0..5).map(|n| event("acme", n, 40)).collect())
             .unwrap();
+        t.partitions()[0]
+            .append_blocking((5..10).map(|n| event("acme", n, 40)).collect())
+            .unwrap();
     }
+    let segments = segment::list_segments(&dir.path().join("log/events/0")).unwrap();
+    assert_eq!(
+        segments,
+        vec![0, 5],
+        "the first commit is in a sealed segment"
+    );
     let seg = segment::segment_path(&dir.path().join("log/events/0"), 0);
     let original = std::fs::read(&seg).unwrap();
     // Find where each record starts.
@@ -310,6 +324,52 @@ fn a_rewritten_event_with_a_fresh_crc_is_caught_by_the_hash() {
         "{}",
         report.faults[0]
     );
+}
+
+/// Verify re-hashes records in batches; a rewritten event early in a batch is still the
+/// fault reported when a later record of the same batch is damaged too, and the report counts
+/// only the events before it.
+#[test]
+fn the_first_altered_event_is_named_even_when_a_later_one_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let hashes: Vec<_> = {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let t = log.create_topic("events", 1).unwrap();
+        t.partitions()[0]
+            .append_blocking((0..100).map(|n| event("acme", n, 40)).collect())
+            .unwrap()
+            .iter()
+            .map(|a| a.hash)
+            .collect()
+    };
+    let seg = segment::segment_path(&dir.path().join("log/events/0"), 0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Frame starts: 4-byte length (with the commit-end flag), 4-byte CRC, body.
+    let mut frames = Vec::new();
+    let mut at = segment::HEADER_LEN as usize;
+    while at < bytes.len() {
+        let len = (u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) & !segment::COMMIT_END)
+            as usize;
+        frames.push((at, at + 8 + len));
+        at += 8 + len;
+    }
+    assert_eq!(frames.len(), 100);
+    // Seq 5: a byte of its event id changed and the CRC recomputed, so only the hash can tell.
+    let (start, end) = frames[5];
+    let mut body = bytes[start + 8..end].to_vec();
+    body[10] ^= 1;
+    let mut frame = Vec::new();
+    segment::put_frame(&mut frame, &body, false);
+    bytes[start..end].copy_from_slice(&frame);
+    // Seq 40: a damaged byte, which the CRC catches.
+    bytes[frames[40].0 + 20] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let report = verify(dir.path(), 1).unwrap();
+    let fault = &report.faults[0];
+    assert_eq!((fault.seq, fault.kind), (5, "hash"), "{fault}");
+    assert_eq!(fault.position, start as u64);
+    assert_eq!(report.partitions[0].events, 5);
+    assert_eq!(report.partitions[0].head_hash, hex::encode(hashes[4]));
 }
 
 #[test]

@@ -332,6 +332,27 @@ impl Frontier {
         }
     }
 
+    /// Appends `2^height` leaves at once, given the root of the perfect tree over them:
+    /// the same as pushing them one by one. The leaves pushed so far must be a multiple of
+    /// `2^height` (so the subtree is one node of the whole tree); returns false, changing
+    /// nothing, if they are not.
+    pub fn push_subtree(&mut self, root: Hash, height: u32) -> bool {
+        let width = 1u64 << height;
+        if !self.size.is_multiple_of(width) {
+            return false;
+        }
+        self.stack.push(root);
+        self.size += width;
+        let mut s = self.size >> height;
+        while s & 1 == 0 {
+            let right = self.stack.pop().expect("two subtrees to merge");
+            let left = self.stack.pop().expect("two subtrees to merge");
+            self.stack.push(node_hash(&left, &right));
+            s >>= 1;
+        }
+        true
+    }
+
     /// The root of the tree of every leaf pushed so far.
     pub fn root(&self) -> Hash {
         let mut it = self.stack.iter().rev();
@@ -363,5 +384,29 @@ mod tests {
             f.push(*l);
             assert_eq!(f.root(), root(&leaves[..=i]), "size {}", i + 1);
         }
+    }
+
+    #[test]
+    fn a_pushed_subtree_equals_its_leaves_pushed_one_by_one() {
+        let leaves: Vec<Hash> = (0..100u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut f = Frontier::new();
+        // 3 leaves, then a misplaced subtree (refused), then 1 leaf and subtrees of 4, 8, 16.
+        for l in &leaves[..3] {
+            f.push(*l);
+        }
+        assert!(!f.push_subtree(root(&leaves[3..7]), 2));
+        assert_eq!(f.size(), 3);
+        f.push(leaves[3]);
+        let mut at = 4;
+        for height in [2, 3, 4] {
+            let width = 1 << height;
+            assert!(f.push_subtree(root(&leaves[at..at + width]), height as u32));
+            at += width;
+            assert_eq!(f.root(), root(&leaves[..at]), "size {at}");
+        }
+        for l in &leaves[at..] {
+            f.push(*l);
+        }
+        assert_eq!(f.root(), root(&leaves));
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use annals_audit::check::verify_embedded;
 use annals_audit::{CheckpointReport, public_key_of, verify_checkpoints};
 use annals_schemas::Registry;
 
@@ -20,8 +21,8 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
-    let report = chain_report(ctx, args.threads)?;
-    let checkpoints = check_checkpoints(ctx, &args, report.ok)?;
+    let key = checkpoint_key(ctx, &args)?;
+    let (report, checkpoints) = verify_all(ctx, args.threads, key.as_ref())?;
     let ok = report.ok && checkpoints.faults.is_empty();
     if ctx.json {
         let mut v = serde_json::to_value(&report).expect("serialisable");
@@ -88,37 +89,58 @@ pub fn chain_report(
     })
 }
 
-/// Every checkpoint's signature and root (annals-audit). When the chain check already found a
-/// fault, a partition that cannot be read is left to that report.
-fn check_checkpoints(
+/// The whole check: every partition's chain and every checkpoint's signature and root. On
+/// the embedded log in one pass over the files (annals-audit rides along annals-events'
+/// verify); on Kafka the checkpoints are checked in a second read. The report's time and
+/// MB/s cover both. When the chain check already found a fault, a partition whose
+/// checkpoints cannot be read is left to that report.
+pub fn verify_all(
     ctx: &Context,
-    args: &Args,
-    chain_ok: bool,
-) -> Result<CheckpointReport, Failure> {
-    let key = match &args.checkpoint_key {
+    threads: usize,
+    key: Option<&annals_proof::PublicKey>,
+) -> Result<(annals_events::verify::VerifyReport, CheckpointReport), Failure> {
+    let started = std::time::Instant::now();
+    let registry = Registry::builtin()?;
+    let (mut report, checked) = if ctx.config.log.kafka_config().is_some() {
+        let report = chain_report(ctx, threads)?;
+        let checked = ctx
+            .open_log_read_only()
+            .map_err(annals_audit::AuditError::from)
+            .and_then(|log| verify_checkpoints(&log, key, &registry));
+        (report, checked)
+    } else {
+        let both = verify_embedded(&ctx.data_dir, threads, key, &registry)
+            .map_err(super::checkpoint::audit_failure)?;
+        (both.0, Ok(both.1))
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    report.mb_per_s = report.bytes as f64 / 1e6 / report.seconds.max(1e-9);
+    let checkpoints = match checked {
+        Ok(r) if report.ok && !r.unreadable.is_empty() => {
+            return Err(Failure::failed(format!(
+                "cannot check the checkpoints of {}",
+                r.unreadable.join("; ")
+            )));
+        }
+        Ok(r) => r,
+        Err(_) if !report.ok => CheckpointReport::default(),
+        Err(e) => return Err(super::checkpoint::audit_failure(e)),
+    };
+    Ok((report, checkpoints))
+}
+
+/// The public key to check checkpoint signatures with: `--checkpoint-key`, else the one of
+/// the signing key; `None` when there is neither (roots only).
+fn checkpoint_key(ctx: &Context, args: &Args) -> Result<Option<annals_proof::PublicKey>, Failure> {
+    match &args.checkpoint_key {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
-            Some(
-                annals_proof::PublicKey::parse(&text)
-                    .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?,
-            )
+            annals_proof::PublicKey::parse(&text)
+                .map(Some)
+                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
         }
         None => public_key_of(&super::checkpoint::key_path(ctx, None))
-            .map_err(super::checkpoint::audit_failure)?,
-    };
-    let registry = Registry::builtin()?;
-    let checked = ctx
-        .open_log_read_only()
-        .map_err(annals_audit::AuditError::from)
-        .and_then(|log| verify_checkpoints(&log, key.as_ref(), &registry));
-    match checked {
-        Ok(r) if chain_ok && !r.unreadable.is_empty() => Err(Failure::failed(format!(
-            "cannot check the checkpoints of {}",
-            r.unreadable.join("; ")
-        ))),
-        Ok(r) => Ok(r),
-        Err(_) if !chain_ok => Ok(CheckpointReport::default()),
-        Err(e) => Err(super::checkpoint::audit_failure(e)),
+            .map_err(super::checkpoint::audit_failure),
     }
 }

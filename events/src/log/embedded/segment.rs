@@ -118,10 +118,11 @@ pub enum Frame {
     Invalid { pos: u64, problem: &'static str },
 }
 
-/// Reads frames sequentially from a segment file, up to a byte limit, with a reusable buffer.
+/// Reads frames sequentially from a segment file, up to a byte limit, with a reusable buffer
+/// (or, for a sealed segment, straight from a memory map of it: [`Scanner::open_sealed`]).
 pub struct Scanner {
     file: File,
-    buf: Vec<u8>,
+    buf: Buffer,
     start: usize,
     end: usize,
     /// File position of `buf[0]`.
@@ -131,6 +132,10 @@ pub struct Scanner {
     read_to: u64,
     /// `buf` range of the body of the last record returned.
     body: std::ops::Range<usize>,
+    /// The length field and CRC of the last record returned.
+    head: ([u8; 4], u32),
+    /// Whether `next_frame` checks CRCs (see [`Scanner::defer_crc`]).
+    check_crc: bool,
 }
 
 impl Scanner {
@@ -140,18 +145,54 @@ impl Scanner {
         file.seek(SeekFrom::Start(pos))?;
         Ok(Scanner {
             file,
-            buf: vec![0; 1 << 20],
+            buf: Buffer::Owned(vec![0; 1 << 20]),
             start: 0,
             end: 0,
             buf_pos: pos,
             limit,
             read_to: pos,
             body: 0..0,
+            head: ([0; 4], 0),
+            check_crc: true,
+        })
+    }
+
+    /// Opens a sealed segment (one the log no longer appends to, so never shortens) at `pos`,
+    /// reading it in place from a memory map up to its length: no copy into a buffer. Only
+    /// for segments that are not the last of their partition: a file shortened while mapped
+    /// would fault the process.
+    pub fn open_sealed(path: &Path, pos: u64) -> io::Result<Scanner> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let map = Map::new(&file, len)?;
+        Ok(Scanner {
+            file,
+            buf: Buffer::Mapped(map),
+            start: pos.min(len) as usize,
+            end: len as usize,
+            buf_pos: 0,
+            limit: len,
+            read_to: len,
+            body: 0..0,
+            head: ([0; 4], 0),
+            check_crc: true,
         })
     }
 
     pub fn position(&self) -> u64 {
         self.buf_pos + self.start as u64
+    }
+
+    /// Leaves each record's CRC to the caller, who checks it with [`Scanner::head`] and
+    /// [`frame_crcs`] (several frames at once), before trusting anything read after it.
+    pub fn defer_crc(&mut self) {
+        self.check_crc = false;
+    }
+
+    /// The length field (with the commit-end bit) and the stored CRC of the record the last
+    /// `next_frame` returned.
+    pub fn head(&self) -> ([u8; 4], u32) {
+        self.head
     }
 
     /// Raises the limit (the writer made more bytes durable).
@@ -168,18 +209,21 @@ impl Scanner {
         if self.end - self.start >= n {
             return Ok(true);
         }
+        let Buffer::Owned(buf) = &mut self.buf else {
+            return Ok(false); // a map holds the whole file already
+        };
         if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
+            buf.copy_within(self.start..self.end, 0);
             self.buf_pos += self.start as u64;
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() < n {
-            self.buf.resize(n.next_power_of_two(), 0);
+        if buf.len() < n {
+            buf.resize(n.next_power_of_two(), 0);
         }
         while self.end < n && self.read_to < self.limit {
-            let want = ((self.limit - self.read_to) as usize).min(self.buf.len() - self.end);
-            let got = self.file.read(&mut self.buf[self.end..self.end + want])?;
+            let want = ((self.limit - self.read_to) as usize).min(buf.len() - self.end);
+            let got = self.file.read(&mut buf[self.end..self.end + want])?;
             if got == 0 {
                 break;
             }
@@ -222,7 +266,7 @@ impl Scanner {
         }
         let body_start = self.start + FRAME_OVERHEAD;
         let body = &self.buf[body_start..body_start + len];
-        if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), body) != crc {
+        if self.check_crc && crc32c::crc32c_append(crc32c::crc32c(&len_bytes), body) != crc {
             return Ok(Frame::Invalid {
                 pos,
                 problem: "CRC32C mismatch",
@@ -230,12 +274,150 @@ impl Scanner {
         }
         self.start = body_start + len;
         self.body = body_start..body_start + len;
+        self.head = (len_bytes, crc);
         Ok(Frame::Record { pos, commit_end })
     }
 
     /// The body of the record the last `next_frame` returned.
     pub fn body(&self) -> &[u8] {
         &self.buf[self.body.clone()]
+    }
+}
+
+/// Where a scanner's bytes are: its own buffer, or a map of the whole file.
+enum Buffer {
+    Owned(Vec<u8>),
+    Mapped(Map),
+}
+
+impl std::ops::Deref for Buffer {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Buffer::Owned(v) => v,
+            Buffer::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+/// A read-only, private memory map of a file's first `len` bytes.
+struct Map {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value alone; it can move between threads.
+unsafe impl Send for Map {}
+// SAFETY: nothing writes through the mapping, so shared references to it are fine.
+unsafe impl Sync for Map {}
+
+impl Map {
+    fn new(file: &File, len: u64) -> io::Result<Map> {
+        use std::os::fd::AsRawFd;
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        if len == 0 {
+            return Ok(Map {
+                ptr: std::ptr::null_mut(),
+                len,
+            });
+        }
+        // SAFETY: a fresh read-only private mapping of an open file; the kernel picks the
+        // address, and the result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Map { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmaps exactly the mapping `new` made; nothing borrows it any more.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}
+
+/// A frame's parts, for [`frame_crcs`]: its length field and its body, the body given in
+/// pieces (their concatenation).
+pub type FrameParts<'a> = ([u8; 4], [&'a [u8]; 2]);
+
+/// The CRC32C (`crc32c(len ‖ body)`, as in the frame header) of each frame, into `out`.
+/// With SSE4.2, four frames are computed side by side: one frame's CRC is a chain of
+/// dependent instructions, and interleaving independent frames keeps the CRC unit busy.
+pub fn frame_crcs(frames: &[FrameParts<'_>], out: &mut Vec<u32>) {
+    out.clear();
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("sse4.2") {
+        for group in frames.chunks(4) {
+            // SAFETY: SSE4.2 is available (checked above).
+            unsafe { crc_lanes::four(group, out) };
+        }
+        return;
+    }
+    out.extend(frames.iter().map(|(len, [a, b])| {
+        crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(len), a), b)
+    }));
+}
+
+#[cfg(target_arch = "x86_64")]
+mod crc_lanes {
+    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u32, _mm_crc32_u64};
+
+    use super::FrameParts;
+
+    /// Up to four frames' CRCs, their longest common stretch interleaved.
+    ///
+    /// # Safety
+    /// The CPU must have SSE4.2.
+    #[target_feature(enable = "sse4.2")]
+    pub(super) unsafe fn four(group: &[FrameParts<'_>], out: &mut Vec<u32>) {
+        let mut crc = [0u32; 4];
+        for (c, (len, _)) in crc.iter_mut().zip(group) {
+            *c = _mm_crc32_u32(!0, u32::from_le_bytes(*len));
+        }
+        for piece in 0..2 {
+            let common = group.iter().map(|g| g.1[piece].len()).min().unwrap_or(0) / 8;
+            for word in 0..common {
+                for (c, g) in crc.iter_mut().zip(group) {
+                    let at = 8 * word;
+                    let bytes = g.1[piece][at..at + 8].try_into().expect("8 bytes");
+                    *c = _mm_crc32_u64(u64::from(*c), u64::from_le_bytes(bytes)) as u32;
+                }
+            }
+            for (c, g) in crc.iter_mut().zip(group) {
+                let rest = &g.1[piece][8 * common..];
+                let mut words = rest.chunks_exact(8);
+                for w in &mut words {
+                    let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                    *c = _mm_crc32_u64(u64::from(*c), w) as u32;
+                }
+                for &b in words.remainder() {
+                    *c = _mm_crc32_u8(*c, b);
+                }
+            }
+        }
+        out.extend(crc[..group.len()].iter().map(|c| !c));
     }
 }
 
@@ -256,4 +438,37 @@ pub fn check_header(path: &Path) -> io::Result<Result<(), &'static str>> {
     } else {
         Err("segment header is not an annals segment v1 header")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Groups of one to five frames, of lengths that leave every remainder of 8 bytes.
+    #[test]
+    fn frame_crcs_equal_the_crc_of_each_frame() {
+        let data: Vec<u8> = (0..600u32).map(|i| (i * 13 + 5) as u8).collect();
+        for count in 1..=5 {
+            let frames: Vec<FrameParts<'_>> = (0..count)
+                .map(|i| {
+                    let len = 40 + 17 * i + count;
+                    let split = len / 2 + i;
+                    (
+                        (len as u32).to_le_bytes(),
+                        [&data[i..i + split], &data[i + split..i + len]],
+                    )
+                })
+                .collect();
+            let mut got = Vec::new();
+            frame_crcs(&frames, &mut got);
+            let want: Vec<u32> = frames
+                .iter()
+                .map(|(len, [a, b])| {
+                    let whole = [&a[..], &b[..]].concat();
+                    crc32c::crc32c_append(crc32c::crc32c(len), &whole)
+                })
+                .collect();
+            assert_eq!(got, want, "{count} frames");
+        }
+    }
 }
