@@ -1,6 +1,7 @@
 //! The projection runtime: a projection's tables and migrations, decoding stored events the way
 //! the command path does, applying them in batches with the position in the same transaction,
-//! catching up with the log, status, rebuild and a digest of the rows.
+//! catching up with the log, status and a digest of the rows. Rebuilds are in
+//! [`shadow`](crate::shadow).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -257,11 +258,8 @@ fn postgres_reader_sql() -> String {
 pub async fn migrate<P: Projection>(store: &Store, projection: &P) -> Result<(), ProjectionError> {
     let kind = store.kind();
     let mut tx = store.begin().await?;
-    if kind == BackendKind::Postgres {
-        // Serialises migrations (and role creation) across processes and parallel tests.
-        tx.execute("SELECT pg_advisory_xact_lock(7419001)", &[])
-            .await?;
-    }
+    // Serialises migrations (and role creation) across processes and parallel tests.
+    lock_migrations(&mut tx).await?;
     tx.execute_script(RUNTIME_SQL).await?;
     if kind == BackendKind::Postgres {
         let mut s = postgres_rls_sql("projection_positions", false);
@@ -273,10 +271,7 @@ pub async fn migrate<P: Projection>(store: &Store, projection: &P) -> Result<(),
     for (i, sql) in migrations.iter().enumerate() {
         let version = i as i64 + 1;
         let mut tx = store.begin().await?;
-        if kind == BackendKind::Postgres {
-            tx.execute("SELECT pg_advisory_xact_lock(7419001)", &[])
-                .await?;
-        }
+        lock_migrations(&mut tx).await?;
         let done = tx
             .fetch_ints(
                 "SELECT version FROM read_model_migrations WHERE projection = $1 AND version = $2",
@@ -300,20 +295,40 @@ pub async fn migrate<P: Projection>(store: &Store, projection: &P) -> Result<(),
     Ok(())
 }
 
-/// The stored position of a projection: partition → (next seq, `recorded_at` of the last
+/// On PostgreSQL, takes the lock that migrations (and rebuilds' schema changes) hold until
+/// their transaction ends, so they run one at a time across processes; nothing on SQLite,
+/// where every writing transaction runs alone.
+pub(crate) async fn lock_migrations(tx: &mut Tx) -> Result<(), ProjectionError> {
+    if tx.kind() == BackendKind::Postgres {
+        tx.execute("SELECT pg_advisory_xact_lock(7419001)", &[])
+            .await?;
+    }
+    Ok(())
+}
+
+/// A projection's position, as stored: partition → (next seq, `recorded_at` of the last
 /// applied event).
-pub async fn positions(
-    store: &Store,
-    projection: &str,
-) -> Result<BTreeMap<u32, (u64, Option<i64>)>, ProjectionError> {
+pub type Positions = BTreeMap<u32, (u64, Option<i64>)>;
+
+/// The stored position of a projection (or of a rebuild's shadow, by its name).
+pub async fn positions(store: &Store, projection: &str) -> Result<Positions, ProjectionError> {
     let mut tx = store.begin().await?;
+    let out = positions_in(&mut tx, projection).await?;
+    tx.rollback().await?;
+    Ok(out)
+}
+
+/// [`positions`] inside a given transaction.
+pub(crate) async fn positions_in(
+    tx: &mut Tx,
+    projection: &str,
+) -> Result<Positions, ProjectionError> {
     let rows = tx
         .fetch_ints(
             "SELECT log_partition, next_seq, last_recorded_at FROM projection_positions WHERE projection = $1",
             params![projection],
         )
         .await?;
-    tx.rollback().await?;
     Ok(rows
         .into_iter()
         .map(|r| (r[0].unwrap_or(0) as u32, (r[1].unwrap_or(0) as u64, r[2])))
@@ -341,7 +356,27 @@ pub async fn apply_in<P: Projection>(
     partition: u32,
     events: &[Envelope],
 ) -> Result<BatchOutcome, ProjectionError> {
-    let name = projection.name();
+    apply_at(
+        tx,
+        projection,
+        projection.name(),
+        registry,
+        partition,
+        events,
+    )
+    .await
+}
+
+/// [`apply_in`] with the position stored under `name` (a rebuild's shadow position; the caller
+/// redirects `tx` to the shadow tables).
+pub(crate) async fn apply_at<P: Projection>(
+    tx: &mut Tx,
+    projection: &P,
+    name: &str,
+    registry: &Registry,
+    partition: u32,
+    events: &[Envelope],
+) -> Result<BatchOutcome, ProjectionError> {
     // Take the position row (and on PostgreSQL its lock) before reading it: two projectors
     // racing on a partition serialise here, and the second sees the first's position.
     tx.execute(
@@ -416,8 +451,47 @@ pub async fn apply_batch<P: Projection>(
     partition: u32,
     events: &[Envelope],
 ) -> Result<BatchOutcome, ProjectionError> {
+    let target = Target::live(projection);
+    apply_batch_to(store, projection, &target, registry, partition, events).await
+}
+
+/// Where batches go: the live tables and position, or a rebuild's shadow tables and position.
+pub(crate) struct Target<'a> {
+    /// The name the position is stored under in `projection_positions`.
+    pub position: &'a str,
+    /// Live table → the table written instead; `None`: the live tables.
+    pub tables: Option<&'a BTreeMap<String, String>>,
+}
+
+impl Target<'static> {
+    pub fn live<P: Projection>(projection: &P) -> Target<'static> {
+        Target {
+            position: projection.name(),
+            tables: None,
+        }
+    }
+}
+
+/// [`apply_batch`] into `target`.
+async fn apply_batch_to<P: Projection>(
+    store: &Store,
+    projection: &P,
+    target: &Target<'_>,
+    registry: &Registry,
+    partition: u32,
+    events: &[Envelope],
+) -> Result<BatchOutcome, ProjectionError> {
     let mut tx = store.begin().await?;
-    let out = apply_in(&mut tx, projection, registry, partition, events).await?;
+    tx.redirect_tables(target.tables.cloned());
+    let out = apply_at(
+        &mut tx,
+        projection,
+        target.position,
+        registry,
+        partition,
+        events,
+    )
+    .await?;
     crate::failpoint("current_state.before_commit");
     tx.commit().await?;
     Ok(out)
@@ -459,6 +533,15 @@ pub struct CatchUp {
     pub seconds: f64,
 }
 
+impl CatchUp {
+    /// Counts `other`'s events and batches in (not its seconds).
+    pub(crate) fn add(&mut self, other: &CatchUp) {
+        self.events += other.events;
+        self.applied += other.applied;
+        self.batches += other.batches;
+    }
+}
+
 /// Applies every partition's events from the stored position to the log's head as it was when
 /// each partition was reached, in batches of at most `batch` events, then returns.
 pub async fn catch_up<P: Projection>(
@@ -486,9 +569,23 @@ pub async fn catch_up_to<P: Projection>(
     batch: usize,
     ends: &BTreeMap<u32, u64>,
 ) -> Result<CatchUp, ProjectionError> {
-    let started = std::time::Instant::now();
     migrate(store, projection).await?;
-    let stored = positions(store, projection.name()).await?;
+    let target = Target::live(projection);
+    catch_up_into(store, projection, &target, topic, registry, batch, ends).await
+}
+
+/// [`catch_up_to`] into `target`, each batch committed with `target`'s position.
+pub(crate) async fn catch_up_into<P: Projection>(
+    store: &Store,
+    projection: &P,
+    target: &Target<'_>,
+    topic: &Topic,
+    registry: &Registry,
+    batch: usize,
+    ends: &BTreeMap<u32, u64>,
+) -> Result<CatchUp, ProjectionError> {
+    let started = std::time::Instant::now();
+    let stored = positions(store, target.position).await?;
     let mut out = CatchUp::default();
     for partition in topic.partitions() {
         let p = partition.id();
@@ -501,58 +598,13 @@ pub async fn catch_up_to<P: Projection>(
             if events.is_empty() {
                 break;
             }
-            let o = apply_batch(store, projection, registry, p, &events).await?;
+            let o = apply_batch_to(store, projection, target, registry, p, &events).await?;
             from = events.last().map_or(from, |e| e.seq + 1);
             out.events += o.advanced;
             out.applied += o.applied;
             out.batches += 1;
         }
     }
-    out.seconds = started.elapsed().as_secs_f64();
-    Ok(out)
-}
-
-/// Refills a projection from seq 0 in ONE transaction: its rows and position are deleted and
-/// every event re-applied, then committed at once. Readers keep seeing the old rows until the
-/// commit (MVCC on PostgreSQL, WAL snapshots on SQLite), so the swap is atomic; the cost is one
-/// long transaction.
-pub async fn rebuild<P: Projection>(
-    store: &Store,
-    projection: &P,
-    topic: &Topic,
-    registry: &Registry,
-    batch: usize,
-) -> Result<CatchUp, ProjectionError> {
-    let started = std::time::Instant::now();
-    migrate(store, projection).await?;
-    let mut tx = store.begin().await?;
-    for t in projection.tables() {
-        tx.execute(&format!("DELETE FROM {}", t.name), &[]).await?;
-    }
-    tx.execute(
-        "DELETE FROM projection_positions WHERE projection = $1",
-        params![projection.name()],
-    )
-    .await?;
-    let mut out = CatchUp::default();
-    for partition in topic.partitions() {
-        let p = partition.id();
-        let head = partition.head().next_seq;
-        let mut from = 0;
-        let mut reader = partition.reader(0);
-        while from < head {
-            let events = next_batch(&mut reader, batch.max(1))?;
-            if events.is_empty() {
-                break;
-            }
-            let o = apply_in(&mut tx, projection, registry, p, &events).await?;
-            from = events.last().map_or(from, |e| e.seq + 1);
-            out.events += o.advanced;
-            out.applied += o.applied;
-            out.batches += 1;
-        }
-    }
-    tx.commit().await?;
     out.seconds = started.elapsed().as_secs_f64();
     Ok(out)
 }

@@ -3,6 +3,8 @@
 //! (`$1` placeholders, `BIGINT`/`TEXT` columns, `INSERT … ON CONFLICT … DO UPDATE`), which both
 //! backends accept, so a projection is written once.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,6 +33,18 @@ impl StoreError {
     pub(crate) fn db(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
         let context = context.into();
         move |source| StoreError::Db { context, source }
+    }
+
+    /// The transaction was aborted by PostgreSQL to break a deadlock, or waited longer than its
+    /// `lock_timeout`: trying it again can succeed.
+    pub fn is_lock_conflict(&self) -> bool {
+        let StoreError::Db { source, .. } = self else {
+            return false;
+        };
+        source
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == "40P01" || code == "55P03")
     }
 
     /// The database could not be reached or went away (the caller may retry later).
@@ -275,6 +289,21 @@ impl Store {
         })
     }
 
+    /// Starts a transaction that will write: on SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`, waiting for another writer's commit as any write does), so a
+    /// transaction that reads before it writes cannot fail because another connection committed
+    /// in between. On PostgreSQL the same as [`begin`](Self::begin).
+    pub async fn begin_write(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::new(Conn::Sqlite(
+                p.begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(StoreError::db("begin"))?,
+            )),
+            Pool::Postgres(_) => self.begin().await?,
+        })
+    }
+
     /// A read-only session that sees one tenant's rows only: on PostgreSQL a transaction that
     /// switched to the [`READER_ROLE`] with `annals.tenant` set, so row-level security filters
     /// every table. SQLite has no row-level security: there the embedded model is the one
@@ -374,9 +403,13 @@ impl Store {
 /// with their parameters written as literals, and sent together as one script when the
 /// transaction next reads, runs a script or commits — one round trip (PostgreSQL) or one call
 /// into SQLite's thread per batch instead of one per statement.
+///
+/// A transaction can also be redirected to other tables ([`Tx::redirect_tables`]): a rebuild
+/// runs a projection's own statements, which name its live tables, against shadow tables.
 pub struct Tx {
     conn: Conn,
     pipeline: Option<String>,
+    redirect: Option<BTreeMap<String, String>>,
 }
 
 enum Conn {
@@ -402,6 +435,24 @@ impl Tx {
         Tx {
             conn,
             pipeline: None,
+            redirect: None,
+        }
+    }
+
+    /// From now on, every statement given to [`execute`](Self::execute),
+    /// [`fetch_ints`](Self::fetch_ints) and [`fetch_texts`](Self::fetch_texts) has each table
+    /// named in `tables` (live name → name to use) replaced before it runs; `None` ends that.
+    /// Only identifiers are replaced (see [`rename_identifiers`]), never parameters or string
+    /// literals, so a table's name must not also be a column's name.
+    pub fn redirect_tables(&mut self, tables: Option<BTreeMap<String, String>>) {
+        self.redirect = tables;
+    }
+
+    /// `sql` as it runs: with the tables redirected, if they are.
+    fn redirected<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+        match &self.redirect {
+            Some(names) => Cow::Owned(rename_identifiers(sql, names)),
+            None => Cow::Borrowed(sql),
         }
     }
 
@@ -451,6 +502,8 @@ impl Tx {
 
     /// Runs one statement; returns the rows it affected (0 while pipelining).
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let redirected = self.redirected(sql);
+        let sql = redirected.as_ref();
         if let Some(script) = &mut self.pipeline {
             inline_params(script, sql, params)?;
             script.push_str(";\n");
@@ -499,6 +552,8 @@ impl Tx {
         params: &[Value],
     ) -> Result<Vec<Vec<Option<i64>>>, StoreError> {
         self.flush().await?;
+        let redirected = self.redirected(sql);
+        let sql = redirected.as_ref();
         let ctx = || format!("`{}`", one_line(sql));
         match &mut self.conn {
             Conn::Sqlite(tx) => {
@@ -539,6 +594,8 @@ impl Tx {
         params: &[Value],
     ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
         self.flush().await?;
+        let redirected = self.redirected(sql);
+        let sql = redirected.as_ref();
         let ctx = || format!("`{}`", one_line(sql));
         match &mut self.conn {
             Conn::Sqlite(tx) => {
@@ -627,6 +684,92 @@ fn inline_params(out: &mut String, sql: &str, params: &[Value]) -> Result<(), St
     Ok(())
 }
 
+/// `sql` with each identifier that `names` maps replaced by its new name: unquoted ones matched
+/// without regard to case (the keys are lower case), double-quoted ones exactly and replaced
+/// double-quoted. String literals
+/// (standard-conforming: `'` doubled), dollar-quoted strings, comments and `$N` parameters are
+/// copied as they are, so values never change. Identifiers are the same wherever they stand —
+/// after a `.` too — which is why a renamed table must not share its name with a column.
+pub fn rename_identifiers(sql: &str, names: &BTreeMap<String, String>) -> String {
+    let b = sql.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    // Index after the closing `quote` of a quoted run starting at `i` (`None`: unterminated).
+    let closing = |i: usize, quote: u8| {
+        let mut j = i + 1;
+        while j < b.len() {
+            if b[j] == quote {
+                if b.get(j + 1) == Some(&quote) {
+                    j += 2;
+                    continue;
+                }
+                return Some(j + 1);
+            }
+            j += 1;
+        }
+        None
+    };
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let next = b.get(i + 1).copied();
+        if c == b'\'' {
+            i = closing(i, b'\'').unwrap_or(b.len());
+        } else if c == b'-' && next == Some(b'-') {
+            i = sql[i..].find('\n').map_or(b.len(), |n| i + n + 1);
+        } else if c == b'/' && next == Some(b'*') {
+            i = sql[i + 2..].find("*/").map_or(b.len(), |n| i + 2 + n + 2);
+        } else if c == b'$' {
+            // `$N` (a parameter) or `$tag$ … $tag$` (a dollar-quoted string).
+            let tag_len = b[i + 1..]
+                .iter()
+                .take_while(|&&c| ident(c) && c != b'$')
+                .count();
+            let is_quote = b.get(i + 1 + tag_len) == Some(&b'$')
+                && !b.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if is_quote {
+                let tag = &sql[i..i + tag_len + 2];
+                let body = i + tag.len();
+                i = sql[body..]
+                    .find(tag)
+                    .map_or(b.len(), |n| body + n + tag.len());
+            } else {
+                i += 1 + tag_len;
+            }
+        } else if c == b'"' {
+            let Some(end) = closing(i, b'"') else { break };
+            let name = sql[i + 1..end - 1].replace("\"\"", "\"");
+            if let Some(to) = names.get(&name) {
+                out.push_str(&sql[copied..i]);
+                out.push('"');
+                out.push_str(&to.replace('"', "\"\""));
+                out.push('"');
+                copied = end;
+            }
+            i = end;
+        } else if ident(c) && !c.is_ascii_digit() {
+            let end = i + b[i..].iter().take_while(|&&c| ident(c)).count();
+            if let Some(to) = names.get(&sql[i..end].to_ascii_lowercase()) {
+                out.push_str(&sql[copied..i]);
+                out.push_str(to);
+                copied = end;
+            }
+            i = end;
+        } else if c.is_ascii_digit() {
+            // A number, with whatever letters follow it (`1e5`): never a name.
+            i += b[i..]
+                .iter()
+                .take_while(|&&c| ident(c) || c == b'.')
+                .count();
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&sql[copied..]);
+    out
+}
+
 /// A plain SQL identifier (schema names come from configuration and tests).
 pub fn check_ident(name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
@@ -650,5 +793,54 @@ fn one_line(s: &str) -> String {
         format!("{}…", &s[..s.floor_char_boundary(120)])
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn renamed(sql: &str) -> String {
+        let names = BTreeMap::from([
+            ("tenants".to_owned(), "tenants__rebuild".to_owned()),
+            ("budgets".to_owned(), "budgets__rebuild".to_owned()),
+        ]);
+        rename_identifiers(sql, &names)
+    }
+
+    #[test]
+    fn renames_table_names_wherever_they_stand() {
+        assert_eq!(
+            renamed(
+                "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT (tenant) DO UPDATE SET name = excluded.name"
+            ),
+            "INSERT INTO tenants__rebuild (tenant) VALUES ($1) ON CONFLICT (tenant) DO UPDATE SET name = excluded.name"
+        );
+        assert_eq!(
+            renamed("UPDATE Budgets SET x = 1 FROM TENANTS, s.tenants WHERE budgets.t = 1"),
+            "UPDATE budgets__rebuild SET x = 1 FROM tenants__rebuild, s.tenants__rebuild WHERE budgets__rebuild.t = 1"
+        );
+        assert_eq!(
+            renamed("CREATE TABLE \"tenants\" (tenant TEXT)"),
+            "CREATE TABLE \"tenants__rebuild\" (tenant TEXT)"
+        );
+    }
+
+    #[test]
+    fn leaves_values_comments_and_other_names_alone() {
+        for sql in [
+            "SELECT 'tenants', 'it''s tenants' FROM t",
+            "SELECT tenants_x, x_tenants, tenant, \"Tenants\" FROM t",
+            "SELECT 1 -- from tenants\nFROM t",
+            "SELECT 1 /* tenants */ FROM t",
+            "SELECT $$ tenants $$, $q$ tenants $q$, $1, 1e5 FROM t",
+            "SELECT ünïcødé_tenants, tenantsé FROM t",
+        ] {
+            assert_eq!(renamed(sql), sql);
+        }
+        // Unterminated quotes and comments end the statement, as the database would read it.
+        for sql in ["SELECT 'tenants", "SELECT /* tenants", "SELECT \"tenants"] {
+            assert_eq!(renamed(sql), sql);
+        }
     }
 }

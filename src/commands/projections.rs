@@ -167,12 +167,13 @@ pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> 
             ProjectionsCommand::Digest(_) => {}
             ProjectionsCommand::Rebuild(r) => {
                 let batch = r.batch;
-                let done = if r.name == analytics::NAME {
+                if r.name == analytics::NAME {
                     let store = analytics_store(ctx)?;
                     let batch = batch.unwrap_or(analytics::DEFAULT_BATCH).max(1);
-                    analytics::rebuild(&store, &topic, &registry, batch)
+                    let done = analytics::rebuild(&store, &topic, &registry, batch)
                         .await
-                        .map_err(analytics_failure)?
+                        .map_err(analytics_failure)?;
+                    report(ctx, "rebuilt", &(r.name.clone(), done));
                 } else {
                     let store = open_current(ctx).await?;
                     let batch = batch.unwrap_or(DEFAULT_BATCH).max(1);
@@ -186,9 +187,8 @@ pub fn run(ctx: &Context, cmd: ProjectionsCommand) -> Result<ExitCode, Failure> 
                     .await
                     .map_err(failure);
                     store.close().await;
-                    done?
-                };
-                report(ctx, "rebuilt", &(r.name.clone(), done));
+                    report_rebuilt(ctx, &r.name, &done?);
+                }
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -360,6 +360,25 @@ fn report(ctx: &Context, what: &str, (name, done): &(String, CatchUp)) {
         println!(
             "{name}: {what}: {} events in {} batches, {:.2} s ({:.0} events/s)",
             done.events, done.batches, done.seconds, rate
+        );
+    }
+}
+
+/// A current-state rebuild: [`report`]'s line, and what the swap did.
+fn report_rebuilt(ctx: &Context, name: &str, done: &annals_projections::Rebuilt) {
+    if ctx.json {
+        super::print_json(&serde_json::json!({
+            "projection": name,
+            "events": done.total.events,
+            "batches": done.total.batches,
+            "seconds": done.total.seconds,
+            "swap": { "events": done.swap.events, "seconds": done.swap.seconds },
+        }));
+    } else {
+        report(ctx, "rebuilt", &(name.to_owned(), done.total.clone()));
+        println!(
+            "{name}: swapped in: the rebuilt tables replaced the live ones in one transaction, with the last {} events ({:.3} s)",
+            done.swap.events, done.swap.seconds
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The read models survive a crash at the worst moment: the `annals` process is killed
 //! (aborted) between a batch's rows and its position, then run again; every table ends with
-//! each event exactly once. On the embedded stores (SQLite, Parquet) and on ClickHouse.
+//! each event exactly once. On the embedded stores (SQLite, Parquet) and on ClickHouse. A
+//! current-state rebuild killed before or during its swap leaves the live model as it was.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -110,6 +111,74 @@ fn killed_between_rows_and_position_on_the_embedded_stores() {
         status(dir.path(), &[])["projections"][0]["rows"],
         before["projections"][0]["rows"]
     );
+}
+
+/// The current-state digest and positions, as `projections digest --json` gives them.
+fn current_digest(dir: &Path) -> serde_json::Value {
+    let o = annals(
+        dir,
+        &["--data-dir", "data", "--json", "projections", "digest"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn current_state_rebuild_killed_before_or_during_its_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    demo(dir, &[]);
+    let before = current_digest(dir);
+    let rebuild = [
+        "--data-dir",
+        "data",
+        "projections",
+        "rebuild",
+        "current_state",
+    ];
+    for failpoint in [
+        "current_state.rebuild.before_swap",
+        "current_state.swap.before_commit",
+    ] {
+        let o = annals_env(dir, &[("ANNALS_FAILPOINT", failpoint)], &rebuild);
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGABRT),
+            "the rebuild should die at {failpoint}: {} {}",
+            stdout(&o),
+            stderr(&o)
+        );
+        // The live rows and positions are those of before.
+        assert_eq!(current_digest(dir), before, "after dying at {failpoint}");
+    }
+    // Run again, it starts over and swaps in the same rows.
+    let o = annals(dir, &rebuild);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("current_state: swapped in"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(current_digest(dir), before);
+    let o = annals(
+        dir,
+        &[
+            "--data-dir",
+            "data",
+            "--json",
+            "projections",
+            "rebuild",
+            "current_state",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let done: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(done["events"], log_events(dir), "{done}");
+    assert_eq!(
+        done["swap"]["events"], 0,
+        "nothing arrived meanwhile: {done}"
+    );
+    assert_eq!(current_digest(dir), before);
 }
 
 #[test]
