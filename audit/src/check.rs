@@ -144,9 +144,10 @@ pub enum Reread<'a> {
     Open(&'a Path),
 }
 
-/// Pending event hashes that are folded into the frontier even without a checkpoint, so
-/// memory stays bounded on a partition without checkpoints.
-const FOLD_AT: usize = 1 << 16;
+/// Pending event hashes (32 MiB) that are folded into the frontier even without a
+/// checkpoint, so memory stays bounded on a long partition without checkpoints. Hashes
+/// after a partition's last checkpoint are never folded when fewer.
+const FOLD_AT: usize = 1 << 20;
 /// Leaves of the subtrees pushed whole.
 const RUN: usize = 64;
 
@@ -344,6 +345,11 @@ fn hash_all<B: AsRef<[u8]>>(
 /// On the embedded log, the check sees each event as verify reads it; only checkpoint
 /// events are decoded.
 impl Observer for PartitionCheck<'_> {
+    fn end(&mut self) {
+        self.pending = Vec::new();
+        self.batch = Batch::new();
+    }
+
     fn event(&mut self, seq: u64, hash: &Hash, without_hash: &[u8]) {
         if event_type_of(without_hash) != Some(CHECKPOINT_EVENT_TYPE.as_bytes()) {
             return PartitionCheck::event(self, seq, hash, None);

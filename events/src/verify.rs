@@ -93,6 +93,9 @@ pub trait Observer: Send {
     /// An event whose frame, place in the chain and hash hold: its seq, its hash and its
     /// canonical bytes without the hash. After a fault no more events come.
     fn event(&mut self, seq: u64, hash: &Hash, without_hash: &[u8]);
+
+    /// The partition is done (no more events): a chance to free what only `event` needed.
+    fn end(&mut self) {}
 }
 
 /// No observer.
@@ -164,6 +167,7 @@ pub fn verify_observed<O: Observer>(
                     };
                     let mut observer = observer_for(topic, *p);
                     let report = verify_partition(topic, *p, dir, &mut observer);
+                    observer.end();
                     let done = report.map(|r| (r, observer));
                     results.lock().expect("results lock").push(done);
                 }
