@@ -10,6 +10,8 @@
 //! identify the event (join with `events`), and they make a re-applied event's row identical to
 //! the first one, which is what ClickHouse's deduplication relies on.
 
+use std::collections::HashMap;
+
 use annals_domain::billing::{BudgetEvent, InvoiceEvent, minor_to_thousandths};
 use annals_domain::models::{DeploymentEvent, TrafficShare};
 use annals_domain::policy::{Effect, PolicyEvent};
@@ -443,24 +445,65 @@ impl RowSet {
     }
 
     /// Sorts every table's rows by its `order_by`, as they are stored.
+    ///
+    /// Each order-by column is first turned into one number per row that orders as its cells
+    /// do ([`column_keys`]), so the sort compares numbers, not strings.
     pub fn sort(&mut self) {
         for (t, rows) in TABLES.iter().zip(self.tables.iter_mut()) {
-            let idx: Vec<usize> = t
+            if rows.len() < 2 {
+                continue;
+            }
+            let keys: Vec<Vec<u128>> = t
                 .order_by
                 .iter()
                 .map(|c| column_index(t, c).expect("order_by names a column"))
+                .map(|i| column_keys(rows, i))
                 .collect();
-            rows.sort_unstable_by(|a, b| {
-                for &i in &idx {
-                    let o = cmp_cells(&a[i], &b[i]);
-                    if o != std::cmp::Ordering::Equal {
-                        return o;
-                    }
-                }
-                std::cmp::Ordering::Equal
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            order.sort_unstable_by(|&a, &b| {
+                keys.iter()
+                    .map(|k| k[a].cmp(&k[b]))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
             });
+            let mut unsorted: Vec<Option<Vec<Cell>>> =
+                std::mem::take(rows).into_iter().map(Some).collect();
+            *rows = order
+                .into_iter()
+                .map(|i| unsorted[i].take().expect("each row once"))
+                .collect();
         }
     }
+}
+
+/// For column `i` of `rows`, one key per row that orders as the cells do: null first, text
+/// by its rank among the column's distinct values, whole numbers and times by value; other
+/// cells (floats, lists) are not ordered by.
+fn column_keys(rows: &[Vec<Cell>], i: usize) -> Vec<u128> {
+    // The column's distinct texts, numbered as first seen, then ranked.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for r in rows {
+        if let Cell::Text(s) = &r[i] {
+            let next = seen.len();
+            seen.entry(s.as_str()).or_insert(next);
+        }
+    }
+    let mut distinct: Vec<(&str, usize)> = seen.iter().map(|(s, n)| (*s, *n)).collect();
+    distinct.sort_unstable();
+    let mut rank = vec![0u128; distinct.len()];
+    for (at, (_, n)) in distinct.iter().enumerate() {
+        rank[*n] = at as u128 + 1;
+    }
+    let signed = |x: i64| u128::from((x as u64) ^ (1 << 63)) + 1;
+    rows.iter()
+        .map(|r| match &r[i] {
+            Cell::Null => 0,
+            Cell::Text(s) => seen.get(s.as_str()).map_or(0, |n| rank[*n]),
+            Cell::Int(x) | Cell::Time(x) | Cell::Money(x) => signed(*x),
+            Cell::UInt(x) => u128::from(*x) + 1,
+            Cell::Float(_) | Cell::List(_) | Cell::Labels(_) | Cell::Shares(_) => 1,
+        })
+        .collect()
 }
 
 /// Position of a column in its table.
@@ -468,20 +511,6 @@ pub fn column_index(t: &Table, name: &str) -> Option<usize> {
     t.columns.iter().position(|c| c.name == name)
 }
 
-fn cmp_cells(a: &Cell, b: &Cell) -> std::cmp::Ordering {
-    use Cell::*;
-    match (a, b) {
-        (Text(x), Text(y)) => x.cmp(y),
-        (Int(x), Int(y)) | (Time(x), Time(y)) | (Money(x), Money(y)) => x.cmp(y),
-        (UInt(x), UInt(y)) => x.cmp(y),
-        (Null, Null) => std::cmp::Ordering::Equal,
-        (Null, _) => std::cmp::Ordering::Less,
-        (_, Null) => std::cmp::Ordering::Greater,
-        _ => std::cmp::Ordering::Equal,
-    }
-}
-
-/// Lower-case hex of a 32-byte hash (the `hex` crate's iterator is slow on this hot path).
 fn hex32(bytes: &[u8; 32]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = Vec::with_capacity(64);
@@ -747,4 +776,59 @@ pub fn reference_markdown() -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cmp::Ordering;
+
+    use super::*;
+
+    /// The order rows are stored in, stated directly: cell by cell along `order_by`, null
+    /// first, text and numbers by value.
+    fn reference(t: &Table, a: &[Cell], b: &[Cell]) -> Ordering {
+        for c in t.order_by {
+            let i = column_index(t, c).unwrap();
+            let o = match (&a[i], &b[i]) {
+                (Cell::Null, Cell::Null) => Ordering::Equal,
+                (Cell::Null, _) => Ordering::Less,
+                (_, Cell::Null) => Ordering::Greater,
+                (Cell::Text(x), Cell::Text(y)) => x.cmp(y),
+                (Cell::Int(x), Cell::Int(y)) | (Cell::Time(x), Cell::Time(y)) => x.cmp(y),
+                (Cell::UInt(x), Cell::UInt(y)) => x.cmp(y),
+                _ => Ordering::Equal,
+            };
+            if o.is_ne() {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
+
+    #[test]
+    fn rows_are_sorted_as_their_cells_order() {
+        let t = &TABLES[0];
+        let mut set = RowSet::default();
+        let texts = ["acme", "", "b", "Acme", "acme-2", "ä"];
+        for n in 0..500u64 {
+            let mut row = vec![Cell::Null; t.columns.len()];
+            for (k, c) in t.order_by.iter().enumerate() {
+                let i = column_index(t, c).unwrap();
+                let pick = (n * 7 + k as u64 * 13) % 11;
+                row[i] = match t.columns[i].ty {
+                    _ if pick == 0 => Cell::Null,
+                    ColumnType::Category | ColumnType::Text | ColumnType::NullableText => {
+                        Cell::Text(texts[(pick as usize) % texts.len()].to_owned())
+                    }
+                    ColumnType::Time => Cell::Time((pick as i64 - 5) * 1_000_000),
+                    _ => Cell::UInt(500 - n),
+                };
+            }
+            set.tables[0].push(row);
+        }
+        let mut want = set.tables[0].clone();
+        want.sort_by(|a, b| reference(t, a, b));
+        set.sort();
+        assert_eq!(set.tables[0], want);
+    }
 }
