@@ -1,9 +1,10 @@
 //! The checkpoint checks of `annals verify`: every checkpoint event's signature, and its root
 //! against the root recomputed from the partition's events.
 //!
-//! A [`PartitionCheck`] sees a partition's events in seq order. On the embedded log it rides
-//! along verify's own single pass over the files ([`verify_embedded`]), partitions in
-//! parallel; on Kafka, [`verify_checkpoints`] reads the log again. It keeps the hashes of the
+//! A [`PartitionCheck`] sees a partition's events in seq order. It rides along verify's own
+//! single read of the log: over the files on the embedded log ([`verify_embedded`],
+//! partitions in parallel), over the broker's records on Kafka ([`verify_kafka`]);
+//! [`verify_checkpoints`] checks an open log on its own, reading it. It keeps the hashes of the
 //! events since the last checkpoint and folds them into the Merkle frontier only when a
 //! checkpoint needs them, many leaves side by side ([`annals_events::chain::Batch`]), in
 //! aligned runs of 64 leaves pushed as whole subtrees.
@@ -136,12 +137,40 @@ pub struct PartitionCheck<'a> {
     batch: Batch,
 }
 
+/// `annals verify` on Kafka: every partition's chain and its checkpoints in one read of the
+/// broker (annals-events' Kafka verify, with a [`PartitionCheck`] riding along).
+pub fn verify_kafka(
+    log: &Log,
+    key: Option<&PublicKey>,
+    registry: &Registry,
+) -> Result<(VerifyReport, CheckpointReport), AuditError> {
+    let topics = log.topics();
+    let (chain, checks) = annals_events::log::kafka::verify::verify_observed(log, |name, p| {
+        let source = topics.iter().find(|t| t.name() == name).and_then(|t| {
+            let index = t.partitions().iter().position(|x| x.id() == p)?;
+            Some(Reread::Ready(t.clone(), index))
+        });
+        PartitionCheck::new(name, p, source.unwrap_or(Reread::None), key, registry)
+    })?;
+    let mut report = CheckpointReport {
+        signatures_checked: key.is_some(),
+        public_key: key.map(PublicKey::to_hex),
+        ..CheckpointReport::default()
+    };
+    for check in checks {
+        check.add_to(&mut report);
+    }
+    Ok((chain, report))
+}
+
 /// Where a [`PartitionCheck`] reads its partition again from.
 pub enum Reread<'a> {
     /// A topic of an open log, and the partition's index in it.
     Ready(Arc<Topic>, usize),
     /// The data dir of an embedded log, opened read-only when needed.
     Open(&'a Path),
+    /// Nowhere: such a checkpoint is reported unreadable.
+    None,
 }
 
 /// Pending event hashes (32 MiB) that are folded into the frontier even without a
@@ -259,6 +288,12 @@ impl<'a> PartitionCheck<'a> {
             let opened;
             let (topic, index) = match &self.reread {
                 Reread::Ready(topic, index) => (topic.clone(), *index),
+                Reread::None => {
+                    return Err(AuditError::NoEvent(format!(
+                        "partition {} of topic {}",
+                        self.partition, self.topic
+                    )));
+                }
                 Reread::Open(data_dir) => {
                     opened = Log::open_read_only(data_dir)?;
                     let topic = opened.topic(&self.topic)?;

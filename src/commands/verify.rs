@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use annals_audit::check::verify_embedded;
-use annals_audit::{CheckpointReport, public_key_of, verify_checkpoints};
+use annals_audit::check::{verify_embedded, verify_kafka};
+use annals_audit::{CheckpointReport, public_key_of};
 use annals_schemas::Registry;
 
 use crate::{Context, Failure};
@@ -89,11 +89,10 @@ pub fn chain_report(
     })
 }
 
-/// The whole check: every partition's chain and every checkpoint's signature and root. On
-/// the embedded log in one pass over the files (annals-audit rides along annals-events'
-/// verify); on Kafka the checkpoints are checked in a second read. The report's time and
-/// MB/s cover both. When the chain check already found a fault, a partition whose
-/// checkpoints cannot be read is left to that report.
+/// The whole check: every partition's chain and every checkpoint's signature and root, in
+/// one read of the log (annals-audit rides along annals-events' verify: over the files, or
+/// the broker's records). The report's time and MB/s cover all of it. When the chain check
+/// already found a fault, a partition whose checkpoints cannot be read is left to that report.
 pub fn verify_all(
     ctx: &Context,
     threads: usize,
@@ -101,31 +100,20 @@ pub fn verify_all(
 ) -> Result<(annals_events::verify::VerifyReport, CheckpointReport), Failure> {
     let started = std::time::Instant::now();
     let registry = Registry::builtin()?;
-    let (mut report, checked) = if ctx.config.log.kafka_config().is_some() {
-        let report = chain_report(ctx, threads)?;
-        let checked = ctx
-            .open_log_read_only()
-            .map_err(annals_audit::AuditError::from)
-            .and_then(|log| verify_checkpoints(&log, key, &registry));
-        (report, checked)
+    let (mut report, checkpoints) = if ctx.config.log.kafka_config().is_some() {
+        verify_kafka(&ctx.open_log_read_only()?, key, &registry)
     } else {
-        let both = verify_embedded(&ctx.data_dir, threads, key, &registry)
-            .map_err(super::checkpoint::audit_failure)?;
-        (both.0, Ok(both.1))
-    };
+        verify_embedded(&ctx.data_dir, threads, key, &registry)
+    }
+    .map_err(super::checkpoint::audit_failure)?;
     report.seconds = started.elapsed().as_secs_f64();
     report.mb_per_s = report.bytes as f64 / 1e6 / report.seconds.max(1e-9);
-    let checkpoints = match checked {
-        Ok(r) if report.ok && !r.unreadable.is_empty() => {
-            return Err(Failure::failed(format!(
-                "cannot check the checkpoints of {}",
-                r.unreadable.join("; ")
-            )));
-        }
-        Ok(r) => r,
-        Err(_) if !report.ok => CheckpointReport::default(),
-        Err(e) => return Err(super::checkpoint::audit_failure(e)),
-    };
+    if report.ok && !checkpoints.unreadable.is_empty() {
+        return Err(Failure::failed(format!(
+            "cannot check the checkpoints of {}",
+            checkpoints.unreadable.join("; ")
+        )));
+    }
     Ok((report, checkpoints))
 }
 

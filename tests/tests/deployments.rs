@@ -153,6 +153,11 @@ fn demo_scenario(d: &Deployment) -> Answers {
     // verify passes, over every event the log holds.
     let v = d.json(&["verify"]);
     assert_eq!(v["ok"], true, "{}: {v}", d.name);
+    // In the same read: the checkpoints the demo signed, roots and signatures.
+    let checked = &v["checkpoints"];
+    assert!(checked["checkpoints"].as_u64() > Some(0), "{}: {v}", d.name);
+    assert_eq!(checked["signatures_checked"], true, "{}: {v}", d.name);
+    assert_eq!(checked["faults"], serde_json::json!([]), "{}: {v}", d.name);
     let events = stat_events(d.ok(&["--json", "log", "stat"]).as_bytes());
     assert_eq!(v["events"].as_u64(), Some(events), "{}", d.name);
     assert!(events > 100, "{}: {events}", d.name);

@@ -14,7 +14,7 @@ use super::{Chain, Verdict};
 use crate::chain::Hash;
 use crate::envelope::ChainFields;
 use crate::log::{Log, LogError};
-use crate::verify::{Fault, PartitionReport, VerifyReport};
+use crate::verify::{Fault, Observer, PartitionReport, VerifyReport};
 
 /// A record the chain does not include.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -32,22 +32,36 @@ const WINDOW: u64 = 1 << 16;
 
 /// Verifies every partition of every topic of a Kafka-backed log.
 pub fn verify(log: &Log) -> Result<VerifyReport, LogError> {
+    verify_observed(log, |_, _| ()).map(|(report, _)| report)
+}
+
+/// [`verify`], showing each partition's chain events to an observer made for it by
+/// `observer_for(topic, partition)`, so more can be checked in the same read of the broker.
+/// The observers come back in the order of the report's partitions.
+pub fn verify_observed<O: Observer>(
+    log: &Log,
+    observer_for: impl Fn(&str, u32) -> O,
+) -> Result<(VerifyReport, Vec<O>), LogError> {
     let started = Instant::now();
     let mut partitions = Vec::new();
+    let mut observers = Vec::new();
     let topics = log.topics();
     for topic in &topics {
         for part in topic.partitions() {
             let crate::log::partition::Source::Kafka(shared) = part.source() else {
                 continue;
             };
-            partitions.push(verify_partition(shared)?);
+            let mut observer = observer_for(part.topic(), part.id());
+            partitions.push(verify_partition(shared, &mut observer)?);
+            observer.end();
+            observers.push(observer);
         }
     }
     let seconds = started.elapsed().as_secs_f64();
     let events = partitions.iter().map(|p| p.events).sum();
     let bytes: u64 = partitions.iter().map(|p| p.bytes).sum();
     let faults: Vec<Fault> = partitions.iter().filter_map(|p| p.fault.clone()).collect();
-    Ok(VerifyReport {
+    let report = VerifyReport {
         ok: faults.is_empty(),
         topics: topics.len(),
         partitions,
@@ -57,10 +71,14 @@ pub fn verify(log: &Log) -> Result<VerifyReport, LogError> {
         mb_per_s: bytes as f64 / 1e6 / seconds.max(1e-9),
         threads: 1,
         faults,
-    })
+    };
+    Ok((report, observers))
 }
 
-fn verify_partition(p: &super::partition::Shared) -> Result<PartitionReport, LogError> {
+fn verify_partition(
+    p: &super::partition::Shared,
+    observer: &mut impl Observer,
+) -> Result<PartitionReport, LogError> {
     let (low, high) = p.client.watermarks(&p.kafka_topic, p.id)?;
     let place = PathBuf::from(format!("kafka:{}/{}", p.kafka_topic, p.id));
     let mut report = PartitionReport {
@@ -109,6 +127,7 @@ fn verify_partition(p: &super::partition::Shared) -> Result<PartitionReport, Log
                 report.fault = Some(fault(expected, offset, kind, format!("offset {offset}: {detail}")));
             }
             Ok((Verdict::Next, f)) => {
+                observer.event(f.seq, f.hash, &v[..v.len() - 32]);
                 recent[(f.seq % WINDOW) as usize] = (f.seq, *f.hash);
                 report.events += 1;
                 report.bytes += v.len() as u64;
