@@ -742,7 +742,7 @@ pub fn reference_markdown() -> String {
          <!-- Generated from projections/src/analytics/model.rs by \
          `annals sql --tables`; a test keeps it in step. -->\n\n\
          `annals sql \"<query>\"` answers from these tables: on ClickHouse when \
-         `[analytics] clickhouse` is configured, otherwise on the embedded Parquet files with \
+         `[read_models] clickhouse` is configured in `annals.toml`, otherwise on the embedded Parquet files with \
          DataFusion. Names, columns and values are the same on both. Times are UTC with \
          microseconds; money is exact, in major units of its currency (`Decimal(18, 3)`).\n\n\
          On ClickHouse the tables are `ReplacingMergeTree`s: a re-applied batch may leave \
