@@ -70,11 +70,7 @@ pub fn verify_checkpoints(
     key: Option<&PublicKey>,
     registry: &Registry,
 ) -> Result<CheckpointReport, AuditError> {
-    let mut report = CheckpointReport {
-        signatures_checked: key.is_some(),
-        public_key: key.map(PublicKey::to_hex),
-        ..CheckpointReport::default()
-    };
+    let mut checks = Vec::new();
     for topic in log.topics() {
         for (i, part) in topic.partitions().iter().enumerate() {
             let source = Reread::Ready(topic.clone(), i);
@@ -90,10 +86,10 @@ pub fn verify_checkpoints(
             if let Err(e) = read {
                 check.unreadable = Some(e.to_string());
             }
-            check.add_to(&mut report);
+            checks.push(check);
         }
     }
-    Ok(report)
+    Ok(CheckpointReport::of(checks, key))
 }
 
 /// `annals verify` on the embedded log: every partition's chain (annals-events) and its
@@ -109,32 +105,7 @@ pub fn verify_embedded(
     let (chain, checks) = verify_observed(data_dir, threads, |topic, p| {
         PartitionCheck::new(topic, p, Reread::Open(data_dir), key, registry)
     })?;
-    let mut report = CheckpointReport {
-        signatures_checked: key.is_some(),
-        public_key: key.map(PublicKey::to_hex),
-        ..CheckpointReport::default()
-    };
-    for check in checks {
-        check.add_to(&mut report);
-    }
-    Ok((chain, report))
-}
-
-/// The checkpoint checks of one partition, fed its events in seq order.
-pub struct PartitionCheck<'a> {
-    topic: String,
-    partition: u32,
-    /// How to read the partition again, for a checkpoint behind the frontier.
-    reread: Reread<'a>,
-    key: Option<&'a PublicKey>,
-    registry: &'a Registry,
-    frontier: Frontier,
-    /// Hashes of the events after the frontier's leaves, oldest first.
-    pending: Vec<Hash>,
-    checkpoints: u64,
-    faults: Vec<CheckpointFault>,
-    unreadable: Option<String>,
-    batch: Batch,
+    Ok((chain, CheckpointReport::of(checks, key)))
 }
 
 /// `annals verify` on Kafka: every partition's chain and its checkpoints in one read of the
@@ -152,15 +123,24 @@ pub fn verify_kafka(
         });
         PartitionCheck::new(name, p, source.unwrap_or(Reread::None), key, registry)
     })?;
-    let mut report = CheckpointReport {
-        signatures_checked: key.is_some(),
-        public_key: key.map(PublicKey::to_hex),
-        ..CheckpointReport::default()
-    };
-    for check in checks {
-        check.add_to(&mut report);
-    }
-    Ok((chain, report))
+    Ok((chain, CheckpointReport::of(checks, key)))
+}
+
+/// The checkpoint checks of one partition, fed its events in seq order.
+pub struct PartitionCheck<'a> {
+    topic: String,
+    partition: u32,
+    /// How to read the partition again, for a checkpoint behind the frontier.
+    reread: Reread<'a>,
+    key: Option<&'a PublicKey>,
+    registry: &'a Registry,
+    frontier: Frontier,
+    /// Hashes of the events after the frontier's leaves, oldest first.
+    pending: Vec<Hash>,
+    checkpoints: u64,
+    faults: Vec<CheckpointFault>,
+    unreadable: Option<String>,
+    batch: Batch,
 }
 
 /// Where a [`PartitionCheck`] reads its partition again from.
@@ -350,15 +330,27 @@ impl<'a> PartitionCheck<'a> {
             self.frontier.push(*leaf);
         }
     }
+}
 
-    fn add_to(self, report: &mut CheckpointReport) {
-        report.checkpoints += self.checkpoints;
-        report.faults.extend(self.faults);
-        if let Some(why) = self.unreadable {
-            report
-                .unreadable
-                .push(format!("{}/{}: {why}", self.topic, self.partition));
+impl CheckpointReport {
+    /// The report of every partition's checks, in their order; `key` is what signatures were
+    /// checked with.
+    fn of(checks: Vec<PartitionCheck<'_>>, key: Option<&PublicKey>) -> CheckpointReport {
+        let mut report = CheckpointReport {
+            signatures_checked: key.is_some(),
+            public_key: key.map(PublicKey::to_hex),
+            ..CheckpointReport::default()
+        };
+        for check in checks {
+            report.checkpoints += check.checkpoints;
+            report.faults.extend(check.faults);
+            if let Some(why) = check.unreadable {
+                report
+                    .unreadable
+                    .push(format!("{}/{}: {why}", check.topic, check.partition));
+            }
         }
+        report
     }
 }
 
