@@ -17,6 +17,7 @@ use annals_events::verify::{Observer, VerifyReport, verify_observed};
 use std::sync::Arc;
 
 use annals_events::{Log, Topic};
+use annals_proof::merkle::{LEAF_TAG, NODE_TAG};
 use annals_proof::{Frontier, PublicKey, leaf_hash};
 use annals_schemas::Registry;
 use serde::Serialize;
@@ -79,7 +80,7 @@ pub fn verify_checkpoints(
             let read = (|| {
                 while let Some(env) = reader.next_ref()? {
                     let checkpoint = (env.event_type == CHECKPOINT_EVENT_TYPE).then_some(&env);
-                    check.event(env.seq, env.hash, checkpoint);
+                    check.see(env.seq, env.hash, checkpoint);
                 }
                 Ok::<_, AuditError>(())
             })();
@@ -184,7 +185,7 @@ impl<'a> PartitionCheck<'a> {
     }
 
     /// The next event: its seq, its hash and, for a checkpoint event, its envelope.
-    pub fn event(&mut self, seq: u64, hash: &Hash, checkpoint: Option<&EnvelopeRef<'_>>) {
+    pub fn see(&mut self, seq: u64, hash: &Hash, checkpoint: Option<&EnvelopeRef<'_>>) {
         if self.unreadable.is_some() {
             return;
         }
@@ -305,7 +306,12 @@ impl<'a> PartitionCheck<'a> {
 
     /// Moves the first `n` pending hashes into the frontier as leaves.
     fn fold(&mut self, n: usize) {
-        let leaves = hash_all(&mut self.batch, self.pending.drain(..n).map(|h| ([0u8], h)));
+        let pending = self.pending.drain(..n);
+        let leaves = digests_of(&mut self.batch, |batch| {
+            for h in pending {
+                batch.push(&[&[LEAF_TAG], &h]);
+            }
+        });
         let mut at = 0;
         // One by one up to a multiple of RUN, then whole subtrees of RUN leaves.
         while at < leaves.len() && !self.frontier.size().is_multiple_of(RUN as u64) {
@@ -315,12 +321,11 @@ impl<'a> PartitionCheck<'a> {
         let runs = (leaves.len() - at) / RUN;
         let mut level = leaves[at..at + runs * RUN].to_vec();
         while level.len() > runs {
-            level = hash_all(
-                &mut self.batch,
-                level
-                    .chunks_exact(2)
-                    .map(|pair| ([1u8], [pair[0], pair[1]].concat())),
-            );
+            level = digests_of(&mut self.batch, |batch| {
+                for pair in level.chunks_exact(2) {
+                    batch.push(&[&[NODE_TAG], &pair[0], &pair[1]]);
+                }
+            });
         }
         for root in level {
             let pushed = self.frontier.push_subtree(root, RUN.trailing_zeros());
@@ -354,15 +359,10 @@ impl CheckpointReport {
     }
 }
 
-/// SHA-256 of each `tag ‖ bytes`, side by side.
-fn hash_all<B: AsRef<[u8]>>(
-    batch: &mut Batch,
-    inputs: impl Iterator<Item = ([u8; 1], B)>,
-) -> Vec<Hash> {
+/// The SHA-256 of each message `fill` pushes, side by side.
+fn digests_of(batch: &mut Batch, fill: impl FnOnce(&mut Batch)) -> Vec<Hash> {
     batch.clear();
-    for (tag, bytes) in inputs {
-        batch.push(&[&tag, bytes.as_ref()]);
-    }
+    fill(batch);
     let mut out = Vec::new();
     batch.digests(&mut out);
     batch.clear();
@@ -379,11 +379,11 @@ impl Observer for PartitionCheck<'_> {
 
     fn event(&mut self, seq: u64, hash: &Hash, without_hash: &[u8]) {
         if event_type_of(without_hash) != Some(CHECKPOINT_EVENT_TYPE.as_bytes()) {
-            return PartitionCheck::event(self, seq, hash, None);
+            return self.see(seq, hash, None);
         }
         let body = [without_hash, hash].concat();
         match EnvelopeRef::decode(&body) {
-            Ok(env) => PartitionCheck::event(self, seq, hash, Some(&env)),
+            Ok(env) => self.see(seq, hash, Some(&env)),
             Err(e) => {
                 self.checkpoints += 1;
                 self.faults.push(CheckpointFault {
@@ -393,7 +393,7 @@ impl Observer for PartitionCheck<'_> {
                     kind: "checkpoint_payload",
                     detail: format!("unreadable checkpoint envelope: {e}"),
                 });
-                PartitionCheck::event(self, seq, hash, None);
+                self.see(seq, hash, None);
             }
         }
     }

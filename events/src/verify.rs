@@ -468,7 +468,7 @@ const ALTERED: &str = "the stored hash is not the hash of the event's bytes: the
 const CRC: &str = "CRC32C mismatch: the record is damaged (if this is the end of the segment, a torn write: opening the log for writing cuts a torn tail off and keeps it in a .torn file)";
 
 fn frame_crc_holds((len, crc): ([u8; 4], u32), body: &[u8]) -> bool {
-    crc32c::crc32c_append(crc32c::crc32c(&len), body) == crc
+    segment::frame_crc(&len, body) == crc
 }
 
 /// Records whose links were checked, waiting to have their CRCs and hashes recomputed: each
@@ -495,9 +495,6 @@ struct Pending {
     pos: u64,
 }
 
-/// Bytes hashed before the envelope: tag, partition, seq, prev_hash.
-const PREFIX: usize = chain::TAG.len() + 4 + 8 + 32;
-
 impl Rehash {
     /// Records re-hashed in one go.
     const BATCH: usize = 64;
@@ -512,13 +509,7 @@ impl Rehash {
         pos: u64,
     ) {
         let (without_hash, stored) = body.split_at(body.len() - 32);
-        self.batch.push(&[
-            chain::TAG,
-            &partition.to_be_bytes(),
-            &seq.to_be_bytes(),
-            prev,
-            without_hash,
-        ]);
+        chain::push_event(&mut self.batch, partition, seq, prev, without_hash);
         self.pending.push(Pending {
             seq,
             stored: stored.try_into().expect("32 bytes"),
@@ -540,7 +531,12 @@ impl Rehash {
             .pending
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.head.0, [&self.batch.message(i)[PREFIX..], &p.stored[..]]))
+            .map(|(i, p)| {
+                (
+                    p.head.0,
+                    [&self.batch.message(i)[chain::PREFIX_LEN..], &p.stored[..]],
+                )
+            })
             .collect();
         segment::frame_crcs(&frames, &mut self.crcs);
         self.batch.digests(&mut self.digests);
@@ -553,7 +549,11 @@ impl Rehash {
             .iter()
             .enumerate()
         {
-            observer.event(p.seq, &p.stored, &self.batch.message(i)[PREFIX..]);
+            observer.event(
+                p.seq,
+                &p.stored,
+                &self.batch.message(i)[chain::PREFIX_LEN..],
+            );
         }
         self.batch.clear();
         let bad = bad.map(|i| {

@@ -22,10 +22,15 @@ pub const EMPTY_ROOT: Hash = [
     0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 ];
 
+/// The byte a leaf's hash input starts with.
+pub const LEAF_TAG: u8 = 0x00;
+/// The byte an interior node's hash input starts with.
+pub const NODE_TAG: u8 = 0x01;
+
 /// `SHA-256(0x00 ‖ leaf)`.
 pub fn leaf_hash(leaf: &[u8]) -> Hash {
     let mut h = Sha256::new();
-    h.update([0u8]);
+    h.update([LEAF_TAG]);
     h.update(leaf);
     h.finalize().into()
 }
@@ -33,7 +38,7 @@ pub fn leaf_hash(leaf: &[u8]) -> Hash {
 /// `SHA-256(0x01 ‖ left ‖ right)`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut h = Sha256::new();
-    h.update([1u8]);
+    h.update([NODE_TAG]);
     h.update(left);
     h.update(right);
     h.finalize().into()

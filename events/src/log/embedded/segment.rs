@@ -45,9 +45,14 @@ pub fn put_frame(out: &mut Vec<u8>, body: &[u8], commit_end: bool) {
 pub fn seal_frame(frame: &mut [u8], commit_end: bool) {
     let (head, body) = frame.split_at_mut(FRAME_OVERHEAD);
     let len = (body.len() as u32 | if commit_end { COMMIT_END } else { 0 }).to_le_bytes();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), body);
+    let crc = frame_crc(&len, body);
     head[..4].copy_from_slice(&len);
     head[4..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A frame's CRC: CRC32C of its length field and body.
+pub fn frame_crc(len: &[u8; 4], body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(len), body)
 }
 
 /// Base seqs of the segments in a partition folder, ascending.
@@ -266,7 +271,7 @@ impl Scanner {
         }
         let body_start = self.start + FRAME_OVERHEAD;
         let body = &self.buf[body_start..body_start + len];
-        if self.check_crc && crc32c::crc32c_append(crc32c::crc32c(&len_bytes), body) != crc {
+        if self.check_crc && frame_crc(&len_bytes, body) != crc {
             return Ok(Frame::Invalid {
                 pos,
                 problem: "CRC32C mismatch",
@@ -375,9 +380,11 @@ pub fn frame_crcs(frames: &[FrameParts<'_>], out: &mut Vec<u32>) {
         }
         return;
     }
-    out.extend(frames.iter().map(|(len, [a, b])| {
-        crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(len), a), b)
-    }));
+    out.extend(
+        frames
+            .iter()
+            .map(|(len, [a, b])| crc32c::crc32c_append(frame_crc(len, a), b)),
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -463,10 +470,7 @@ mod tests {
             frame_crcs(&frames, &mut got);
             let want: Vec<u32> = frames
                 .iter()
-                .map(|(len, [a, b])| {
-                    let whole = [&a[..], &b[..]].concat();
-                    crc32c::crc32c_append(crc32c::crc32c(len), &whole)
-                })
+                .map(|(len, [a, b])| frame_crc(len, &[&a[..], &b[..]].concat()))
                 .collect();
             assert_eq!(got, want, "{count} frames");
         }
