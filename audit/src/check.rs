@@ -5,9 +5,10 @@
 //! single read of the log: over the files on the embedded log ([`verify_embedded`],
 //! partitions in parallel), over the broker's records on Kafka ([`verify_kafka`]);
 //! [`verify_checkpoints`] checks an open log on its own, reading it. It keeps the hashes of the
-//! events since the last checkpoint and folds them into the Merkle frontier only when a
-//! checkpoint needs them, many leaves side by side ([`annals_events::chain::Batch`]), in
-//! aligned runs of 64 leaves pushed as whole subtrees.
+//! latest events and folds them into the Merkle frontier a few thousand at a time (or when a
+//! checkpoint needs them), many leaves side by side ([`annals_events::chain::Batch`]), in
+//! aligned runs of 64 leaves pushed as whole subtrees. The hashes kept back let a checkpoint
+//! that covers a little less than the events before it be checked without a second read.
 
 use std::path::Path;
 
@@ -141,7 +142,10 @@ pub struct PartitionCheck<'a> {
     checkpoints: u64,
     faults: Vec<CheckpointFault>,
     unreadable: Option<String>,
+    /// Scratch space of `fold`, kept between calls.
     batch: Batch,
+    leaves: Vec<Hash>,
+    level: Vec<Hash>,
 }
 
 /// Where a [`PartitionCheck`] reads its partition again from.
@@ -154,10 +158,11 @@ pub enum Reread<'a> {
     None,
 }
 
-/// Pending event hashes (32 MiB) that are folded into the frontier even without a
-/// checkpoint, so memory stays bounded on a long partition without checkpoints. Hashes
-/// after a partition's last checkpoint are never folded when fewer.
-const FOLD_AT: usize = 1 << 20;
+/// Event hashes kept back from the frontier: a checkpoint covering up to this many fewer
+/// events than were seen before it is checked from memory; one further behind needs the
+/// partition read again. Once twice as many are pending, the oldest half is folded, so the
+/// scratch space stays small, warm in cache and reused.
+const KEEP: usize = 1024;
 /// Leaves of the subtrees pushed whole.
 const RUN: usize = 64;
 
@@ -176,11 +181,13 @@ impl<'a> PartitionCheck<'a> {
             key,
             registry,
             frontier: Frontier::new(),
-            pending: Vec::new(),
+            pending: Vec::with_capacity(2 * KEEP),
             checkpoints: 0,
             faults: Vec::new(),
             unreadable: None,
             batch: Batch::new(),
+            leaves: Vec::new(),
+            level: Vec::new(),
         }
     }
 
@@ -196,8 +203,8 @@ impl<'a> PartitionCheck<'a> {
             }
         }
         self.pending.push(*hash);
-        if self.pending.len() >= FOLD_AT {
-            self.fold(self.pending.len());
+        if self.pending.len() >= 2 * KEEP {
+            self.fold(KEEP);
         }
     }
 
@@ -306,12 +313,15 @@ impl<'a> PartitionCheck<'a> {
 
     /// Moves the first `n` pending hashes into the frontier as leaves.
     fn fold(&mut self, n: usize) {
-        let pending = self.pending.drain(..n);
-        let leaves = digests_of(&mut self.batch, |batch| {
-            for h in pending {
-                batch.push(&[&[LEAF_TAG], &h]);
-            }
-        });
+        let (batch, leaves, level) = (&mut self.batch, &mut self.leaves, &mut self.level);
+        batch.clear();
+        let mut leaf = [LEAF_TAG; 33];
+        for h in &self.pending[..n] {
+            leaf[1..].copy_from_slice(h);
+            batch.push_array(&leaf);
+        }
+        batch.digests(leaves);
+        self.pending.drain(..n);
         let mut at = 0;
         // One by one up to a multiple of RUN, then whole subtrees of RUN leaves.
         while at < leaves.len() && !self.frontier.size().is_multiple_of(RUN as u64) {
@@ -319,16 +329,20 @@ impl<'a> PartitionCheck<'a> {
             at += 1;
         }
         let runs = (leaves.len() - at) / RUN;
-        let mut level = leaves[at..at + runs * RUN].to_vec();
+        level.clear();
+        level.extend_from_slice(&leaves[at..at + runs * RUN]);
         while level.len() > runs {
-            level = digests_of(&mut self.batch, |batch| {
-                for pair in level.chunks_exact(2) {
-                    batch.push(&[&[NODE_TAG], &pair[0], &pair[1]]);
-                }
-            });
+            batch.clear();
+            let mut node = [NODE_TAG; 65];
+            for pair in level.chunks_exact(2) {
+                node[1..33].copy_from_slice(&pair[0]);
+                node[33..].copy_from_slice(&pair[1]);
+                batch.push_array(&node);
+            }
+            batch.digests(level);
         }
-        for root in level {
-            let pushed = self.frontier.push_subtree(root, RUN.trailing_zeros());
+        for root in level.iter() {
+            let pushed = self.frontier.push_subtree(*root, RUN.trailing_zeros());
             debug_assert!(pushed, "subtrees are pushed at multiples of their width");
         }
         for leaf in &leaves[at + runs * RUN..] {
@@ -359,22 +373,14 @@ impl CheckpointReport {
     }
 }
 
-/// The SHA-256 of each message `fill` pushes, side by side.
-fn digests_of(batch: &mut Batch, fill: impl FnOnce(&mut Batch)) -> Vec<Hash> {
-    batch.clear();
-    fill(batch);
-    let mut out = Vec::new();
-    batch.digests(&mut out);
-    batch.clear();
-    out
-}
-
 /// On the embedded log, the check sees each event as verify reads it; only checkpoint
 /// events are decoded.
 impl Observer for PartitionCheck<'_> {
     fn end(&mut self) {
         self.pending = Vec::new();
         self.batch = Batch::new();
+        self.leaves = Vec::new();
+        self.level = Vec::new();
     }
 
     fn event(&mut self, seq: u64, hash: &Hash, without_hash: &[u8]) {

@@ -67,6 +67,20 @@ impl Batch {
         self.lens.push((bits / 8) as usize);
     }
 
+    /// Adds one message of a fixed size (a Merkle leaf or node): the padding is known in
+    /// advance, so it is laid out in one go.
+    pub fn push_array<const N: usize>(&mut self, message: &[u8; N]) {
+        let blocks = (N + 9).div_ceil(64);
+        let start = self.blocks.len();
+        self.blocks.resize(start + 64 * blocks, 0);
+        let padded = &mut self.blocks[start..];
+        padded[..N].copy_from_slice(message);
+        padded[N] = 0x80;
+        padded[64 * blocks - 8..].copy_from_slice(&(8 * N as u64).to_be_bytes());
+        self.spans.push((start, blocks));
+        self.lens.push(N);
+    }
+
     /// Message `i`, as pushed.
     pub fn message(&self, i: usize) -> &[u8] {
         let start = self.spans[i].0;
@@ -445,6 +459,32 @@ mod tests {
             paths.push(("avx-512", out.clone()));
         }
         paths
+    }
+
+    /// Fixed-size messages (Merkle leaves and nodes) are laid out as `push` lays them out.
+    #[test]
+    fn push_array_lays_out_as_push() {
+        fn both<const N: usize>(message: &[u8; N]) {
+            let (mut a, mut b) = (Batch::new(), Batch::new());
+            a.push(&[message]);
+            a.push(&[&message[1..]]);
+            b.push_array(message);
+            b.push(&[&message[1..]]);
+            assert_eq!(
+                (&a.blocks, &a.spans, &a.lens),
+                (&b.blocks, &b.spans, &b.lens)
+            );
+            assert_eq!(b.message(0), message);
+            let mut got = Vec::new();
+            b.digests(&mut got);
+            assert_eq!(got[0], expected(&[message]), "{N} bytes");
+        }
+        both(&[7u8; 33]);
+        both(&[8u8; 55]);
+        both(&[9u8; 56]);
+        both(&[1u8; 65]);
+        both(&[2u8; 119]);
+        both(&[3u8; 120]);
     }
 
     #[test]

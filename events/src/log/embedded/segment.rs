@@ -146,11 +146,21 @@ pub struct Scanner {
 impl Scanner {
     /// Opens `path` positioned at `pos` (a frame boundary, or `HEADER_LEN`), reading up to `limit`.
     pub fn open(path: &Path, pos: u64, limit: u64) -> io::Result<Scanner> {
+        Scanner::open_in(path, pos, limit, Vec::new())
+    }
+
+    /// [`Scanner::open`] reading into `buf` (1 MiB if empty), a buffer an earlier scanner gave
+    /// back ([`Scanner::take_buffer`]): fresh memory costs page faults. It grows if a frame
+    /// is larger.
+    pub fn open_in(path: &Path, pos: u64, limit: u64, mut buf: Vec<u8>) -> io::Result<Scanner> {
         let mut file = File::open(path)?;
         file.seek(SeekFrom::Start(pos))?;
+        if buf.is_empty() {
+            buf.resize(1 << 20, 0);
+        }
         Ok(Scanner {
             file,
-            buf: Buffer::Owned(vec![0; 1 << 20]),
+            buf: Buffer::Owned(buf),
             start: 0,
             end: 0,
             buf_pos: pos,
@@ -186,6 +196,18 @@ impl Scanner {
 
     pub fn position(&self) -> u64 {
         self.buf_pos + self.start as u64
+    }
+
+    /// The scanner's own buffer, for the next one to read into (empty for a mapped segment);
+    /// the scanner is done afterwards.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.start = 0;
+        self.end = 0;
+        self.body = 0..0;
+        match std::mem::replace(&mut self.buf, Buffer::Owned(Vec::new())) {
+            Buffer::Owned(v) => v,
+            Buffer::Mapped(_) => Vec::new(),
+        }
     }
 
     /// Leaves each record's CRC to the caller, who checks it with [`Scanner::head`] and
