@@ -447,61 +447,87 @@ impl RowSet {
     /// Sorts every table's rows by its `order_by`, as they are stored.
     ///
     /// Each order-by column is first turned into one number per row that orders as its cells
-    /// do ([`column_keys`]), so the sort compares numbers, not strings.
+    /// do ([`column_keys`]), laid out row by row, so the sort compares short runs of numbers,
+    /// not strings. Rows are made in log order, so when a table's order ends with
+    /// (`log_partition`, `seq`) and its rows are already in that order, the row's own index
+    /// stands in for those two keys.
     pub fn sort(&mut self) {
         for (t, rows) in TABLES.iter().zip(self.tables.iter_mut()) {
             if rows.len() < 2 {
                 continue;
             }
-            let keys: Vec<Vec<u128>> = t
+            let mut by: Vec<usize> = t
                 .order_by
                 .iter()
                 .map(|c| column_index(t, c).expect("order_by names a column"))
-                .map(|i| column_keys(rows, i))
                 .collect();
-            let mut order: Vec<usize> = (0..rows.len()).collect();
-            order.sort_unstable_by(|&a, &b| {
-                keys.iter()
-                    .map(|k| k[a].cmp(&k[b]))
-                    .find(|o| o.is_ne())
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
-            let mut unsorted: Vec<Option<Vec<Cell>>> =
-                std::mem::take(rows).into_iter().map(Some).collect();
+            let log_order = [column_index(t, "log_partition"), column_index(t, "seq")];
+            if let [Some(p), Some(s)] = log_order
+                && by.ends_with(&[p, s])
+                && rows.is_sorted_by_key(|r| (value_key(&r[p]), value_key(&r[s])))
+            {
+                by.truncate(by.len() - 2);
+            }
+            let width = by.len() + 1;
+            let mut keys = vec![0u128; rows.len() * width];
+            for (k, &i) in by.iter().enumerate() {
+                for (row, key) in column_keys(rows, i).into_iter().enumerate() {
+                    keys[row * width + k] = key;
+                }
+            }
+            for row in 0..rows.len() {
+                keys[row * width + by.len()] = row as u128;
+            }
+            let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+            let key = |row: u32| &keys[row as usize * width..(row as usize + 1) * width];
+            order.sort_unstable_by(|&a, &b| key(a).cmp(key(b)));
+            let mut unsorted = std::mem::take(rows);
             *rows = order
                 .into_iter()
-                .map(|i| unsorted[i].take().expect("each row once"))
+                .map(|i| std::mem::take(&mut unsorted[i as usize]))
                 .collect();
         }
     }
 }
 
-/// For column `i` of `rows`, one key per row that orders as the cells do: null first, text
-/// by its rank among the column's distinct values, whole numbers and times by value; other
-/// cells (floats, lists) are not ordered by.
-fn column_keys(rows: &[Vec<Cell>], i: usize) -> Vec<u128> {
-    // The column's distinct texts, numbered as first seen, then ranked.
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for r in rows {
-        if let Cell::Text(s) = &r[i] {
-            let next = seen.len();
-            seen.entry(s.as_str()).or_insert(next);
-        }
+/// The key of a cell that orders by its own value: null first, then whole numbers, times and
+/// money by value. Texts are ranked per batch ([`column_keys`]); other cells (floats, lists)
+/// are not ordered by.
+fn value_key(cell: &Cell) -> u128 {
+    match cell {
+        Cell::Null => 0,
+        Cell::Int(x) | Cell::Time(x) | Cell::Money(x) => u128::from((*x as u64) ^ (1 << 63)) + 1,
+        Cell::UInt(x) => u128::from(*x) + 1,
+        Cell::Text(_) | Cell::Float(_) | Cell::List(_) | Cell::Labels(_) | Cell::Shares(_) => 1,
     }
-    let mut distinct: Vec<(&str, usize)> = seen.iter().map(|(s, n)| (*s, *n)).collect();
+}
+
+/// For column `i` of `rows`, one key per row that orders as the cells do: text by its rank
+/// among the column's distinct values, everything else by [`value_key`].
+fn column_keys(rows: &[Vec<Cell>], i: usize) -> Vec<u128> {
+    // The column's distinct texts, numbered as first seen (one lookup per row), then ranked.
+    let mut seen: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
+    let ids: Vec<u32> = rows
+        .iter()
+        .map(|r| match &r[i] {
+            Cell::Text(s) => {
+                let next = seen.len() as u32;
+                *seen.entry(s.as_str()).or_insert(next)
+            }
+            _ => u32::MAX,
+        })
+        .collect();
+    let mut distinct: Vec<(&str, u32)> = seen.into_iter().collect();
     distinct.sort_unstable();
     let mut rank = vec![0u128; distinct.len()];
     for (at, (_, n)) in distinct.iter().enumerate() {
-        rank[*n] = at as u128 + 1;
+        rank[*n as usize] = at as u128 + 1;
     }
-    let signed = |x: i64| u128::from((x as u64) ^ (1 << 63)) + 1;
     rows.iter()
-        .map(|r| match &r[i] {
-            Cell::Null => 0,
-            Cell::Text(s) => seen.get(s.as_str()).map_or(0, |n| rank[*n]),
-            Cell::Int(x) | Cell::Time(x) | Cell::Money(x) => signed(*x),
-            Cell::UInt(x) => u128::from(*x) + 1,
-            Cell::Float(_) | Cell::List(_) | Cell::Labels(_) | Cell::Shares(_) => 1,
+        .zip(ids)
+        .map(|(r, id)| match &r[i] {
+            Cell::Text(_) => rank[id as usize],
+            other => value_key(other),
         })
         .collect()
 }
@@ -562,6 +588,14 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
         }
     }
     let tail = [Cell::UInt(u64::from(env.partition)), Cell::UInt(env.seq)];
+    // Rows are built with room for the tail, so adding it does not move them.
+    macro_rules! row {
+        ($($cell:expr),* $(,)?) => {{
+            let mut row = Vec::with_capacity([$(stringify!($cell)),*].len() + tail.len());
+            $(row.push($cell);)*
+            row
+        }};
+    }
     let mut push = |table: usize, mut row: Vec<Cell>| {
         row.extend(tail.iter().cloned());
         debug_assert_eq!(
@@ -574,7 +608,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
     };
     push(
         EVENTS,
-        vec![
+        row![
             text(&env.tenant),
             text(&env.event_type),
             Cell::UInt(u64::try_from(env.schema_id).unwrap_or(0)),
@@ -600,7 +634,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
             let annals_domain::ingest::IngestEvent::SignalIngested(s) = e.as_ref();
             push(
                 SIGNALS,
-                vec![
+                row![
                     text(&s.tenant),
                     text(&s.source),
                     Cell::Time(s.ts),
@@ -619,7 +653,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
         }
         DomainEvent::Budget(BudgetEvent::UsageRecorded(u)) => push(
             USAGE,
-            vec![
+            row![
                 text(&u.tenant),
                 text(&u.month),
                 text(&u.meter),
@@ -638,7 +672,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
                 .map_or(l.unit_price_minor, |t| t.unit_price_minor);
             push(
                 INVOICE_LINES,
-                vec![
+                row![
                     text(&l.tenant),
                     text(&l.invoice_id),
                     text(&l.line_id),
@@ -655,7 +689,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
         }
         DomainEvent::Policy(PolicyEvent::PolicyDecisionRecorded(d)) => push(
             POLICY_DECISIONS,
-            vec![
+            row![
                 text(&d.tenant),
                 text(&d.policy_id),
                 Cell::Int(i64::from(d.version)),
@@ -718,7 +752,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
             };
             push(
                 DEPLOYMENTS,
-                vec![
+                row![
                     text(tenant),
                     text(model),
                     text(environment),
@@ -805,30 +839,37 @@ mod tests {
         Ordering::Equal
     }
 
+    /// Rows out of log order (every key compared), and rows made in log order, two per event
+    /// (the row's index stands in for `log_partition` and `seq`).
     #[test]
     fn rows_are_sorted_as_their_cells_order() {
         let t = &TABLES[0];
-        let mut set = RowSet::default();
         let texts = ["acme", "", "b", "Acme", "acme-2", "ä"];
-        for n in 0..500u64 {
-            let mut row = vec![Cell::Null; t.columns.len()];
-            for (k, c) in t.order_by.iter().enumerate() {
-                let i = column_index(t, c).unwrap();
-                let pick = (n * 7 + k as u64 * 13) % 11;
-                row[i] = match t.columns[i].ty {
-                    _ if pick == 0 => Cell::Null,
-                    ColumnType::Category | ColumnType::Text | ColumnType::NullableText => {
-                        Cell::Text(texts[(pick as usize) % texts.len()].to_owned())
-                    }
-                    ColumnType::Time => Cell::Time((pick as i64 - 5) * 1_000_000),
-                    _ => Cell::UInt(500 - n),
-                };
+        let log_keys = [column_index(t, "log_partition"), column_index(t, "seq")];
+        for in_log_order in [false, true] {
+            let mut set = RowSet::default();
+            for n in 0..500u64 {
+                let mut row = vec![Cell::Null; t.columns.len()];
+                for (k, c) in t.order_by.iter().enumerate() {
+                    let i = column_index(t, c).unwrap();
+                    let pick = (n * 7 + k as u64 * 13) % 11;
+                    row[i] = match t.columns[i].ty {
+                        _ if in_log_order && Some(i) == log_keys[0] => Cell::UInt(3),
+                        _ if in_log_order && Some(i) == log_keys[1] => Cell::UInt(n / 2),
+                        _ if pick == 0 => Cell::Null,
+                        ColumnType::Category | ColumnType::Text | ColumnType::NullableText => {
+                            Cell::Text(texts[(pick as usize) % texts.len()].to_owned())
+                        }
+                        ColumnType::Time => Cell::Time((pick as i64 - 5) * 1_000_000),
+                        _ => Cell::UInt(500 - n),
+                    };
+                }
+                set.tables[0].push(row);
             }
-            set.tables[0].push(row);
+            let mut want = set.tables[0].clone();
+            want.sort_by(|a, b| reference(t, a, b));
+            set.sort();
+            assert_eq!(set.tables[0], want, "in log order: {in_log_order}");
         }
-        let mut want = set.tables[0].clone();
-        want.sort_by(|a, b| reference(t, a, b));
-        set.sort();
-        assert_eq!(set.tables[0], want);
     }
 }

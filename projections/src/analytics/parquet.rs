@@ -35,7 +35,8 @@ use datafusion::datasource::listing::{
 use datafusion::execution::context::SQLOptions;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
@@ -347,9 +348,7 @@ impl ParquetStore {
                 let out = tmp.join(file);
                 let f = fs::File::create(&out)
                     .map_err(io(format!("cannot create {}", out.display())))?;
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
-                    .build();
+                let props = writer_properties(&schema);
                 let parquet_err = |e: datafusion::parquet::errors::ParquetError| {
                     AnalyticsError::Store(format!("cannot merge {file}: {e}"))
                 };
@@ -837,9 +836,7 @@ fn write_batches(path: &Path, batches: &[RecordBatch]) -> Result<(), AnalyticsEr
         return Ok(());
     };
     let file = fs::File::create(path).map_err(io(format!("cannot create {}", path.display())))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
+    let props = writer_properties(&schema);
     let write = |file: fs::File| -> Result<fs::File, datafusion::parquet::errors::ParquetError> {
         let mut w = ArrowWriter::try_new(file, schema, Some(props))?;
         for b in batches {
@@ -1031,6 +1028,23 @@ impl Builder {
     }
 }
 
+/// How every Parquet file is written: Snappy; dictionary pages only for the columns kept as
+/// dictionaries (the low-cardinality `Category` columns), as for ids and hashes a dictionary is
+/// pure cost; min/max statistics per column chunk (what DataFusion prunes row groups by), not
+/// per page.
+fn writer_properties(schema: &Schema) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk);
+    for f in schema.fields() {
+        if matches!(f.data_type(), DataType::Dictionary(..)) {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
+        }
+    }
+    props.build()
+}
+
 /// The Arrow schema of a table (the types the builders produce).
 pub fn arrow_schema(table: &Table) -> SchemaRef {
     let fields: Vec<Field> = table
@@ -1057,9 +1071,7 @@ fn write_parquet(path: &Path, table: &Table, rows: &[&Vec<Cell>]) -> Result<(), 
     let batch = RecordBatch::try_new(schema.clone(), arrays)
         .map_err(arrow_err(&format!("cannot build {}", table.name)))?;
     let file = fs::File::create(path).map_err(io(format!("cannot create {}", path.display())))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
+    let props = writer_properties(&schema);
     let write = |file: fs::File| -> Result<fs::File, datafusion::parquet::errors::ParquetError> {
         let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
         w.write(&batch)?;
