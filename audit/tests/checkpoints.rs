@@ -239,6 +239,15 @@ fn forge_sized(
     .unwrap();
 }
 
+/// A report's faults as (partition, seq, kind).
+fn faults(report: &CheckpointReport) -> Vec<(u32, u64, &'static str)> {
+    report
+        .faults
+        .iter()
+        .map(|x| (x.partition, x.seq, x.kind))
+        .collect()
+}
+
 /// The checkpoint checks both ways: reading the log, and riding along verify's pass over the
 /// files. They must agree.
 fn checked(f: &Fixture, key: Option<&PublicKey>) -> CheckpointReport {
@@ -250,14 +259,7 @@ fn checked(f: &Fixture, key: Option<&PublicKey>) -> CheckpointReport {
     .unwrap();
     let (chain, along) = verify_embedded(f.dir.path(), 2, key, &f.registry).unwrap();
     assert!(chain.ok, "{:?}", chain.faults);
-    let seen = |r: &CheckpointReport| {
-        let faults: Vec<_> = r
-            .faults
-            .iter()
-            .map(|x| (x.partition, x.seq, x.kind))
-            .collect();
-        (r.checkpoints, faults, r.unreadable.clone())
-    };
+    let seen = |r: &CheckpointReport| (r.checkpoints, faults(r), r.unreadable.clone());
     assert_eq!(
         seen(&read),
         seen(&along),
@@ -313,13 +315,8 @@ fn checkpoints_over_many_events_are_checked_alike_both_ways() {
     }
     let report = checked(&f, Some(&public));
     assert_eq!(report.checkpoints, 9);
-    let faults: Vec<(u32, u64, &str)> = report
-        .faults
-        .iter()
-        .map(|x| (x.partition, x.seq, x.kind))
-        .collect();
     assert_eq!(
-        faults,
+        faults(&report),
         vec![(0, 6287, "checkpoint_root")],
         "{:?}",
         report.faults
@@ -373,13 +370,8 @@ fn verify_catches_a_checkpoint_with_a_wrong_root_or_signature() {
     }
     let report = checked(&f, Some(&public));
     assert_eq!(report.checkpoints, 4);
-    let faults: Vec<(u32, u64, &str)> = report
-        .faults
-        .iter()
-        .map(|x| (x.partition, x.seq, x.kind))
-        .collect();
     assert_eq!(
-        faults,
+        faults(&report),
         vec![(0, 7, "checkpoint_root"), (1, 8, "checkpoint_signature")],
         "{:?}",
         report.faults

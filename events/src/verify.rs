@@ -168,7 +168,7 @@ pub fn verify_observed<O: Observer>(
                         break;
                     };
                     let mut observer = observer_for(topic, *p);
-                    let report = verify_partition_in(topic, *p, dir, &mut observer, &mut scratch);
+                    let report = verify_partition(topic, *p, dir, &mut observer, &mut scratch);
                     observer.end();
                     let done = report.map(|r| (r, observer));
                     results.lock().expect("results lock").push(done);
@@ -201,16 +201,6 @@ pub fn verify_observed<O: Observer>(
     Ok((report, observers))
 }
 
-/// Verifies one partition folder, stopping at its first fault.
-pub fn verify_partition(
-    topic: &str,
-    partition: u32,
-    dir: &Path,
-    observer: &mut impl Observer,
-) -> Result<PartitionReport, LogError> {
-    verify_partition_in(topic, partition, dir, observer, &mut Scratch::default())
-}
-
 /// The buffers a verify thread reuses from segment to segment and partition to partition:
 /// fresh memory costs page faults, a noticeable share of a verify that runs at memory speed.
 #[derive(Default)]
@@ -222,7 +212,8 @@ struct Scratch {
     rehash: Rehash,
 }
 
-fn verify_partition_in(
+/// Verifies one partition folder, stopping at its first fault.
+fn verify_partition(
     topic: &str,
     partition: u32,
     dir: &Path,
@@ -320,10 +311,6 @@ fn verify_partition_in(
         // Sealed segments are read in place; the last one, which a writer may still extend
         // (or recovery shorten), through a buffer.
         let mut sc = if is_last {
-            if scratch.buf.is_empty() {
-                // Small enough to stay in cache between the read and the re-hash.
-                scratch.buf.resize(256 << 10, 0);
-            }
             Scanner::open_in(&path, HEADER_LEN, len, std::mem::take(&mut scratch.buf))
         } else {
             Scanner::open_sealed(&path, HEADER_LEN)
@@ -443,8 +430,7 @@ fn verify_partition_in(
             ));
         }
         report.bytes += body_end;
-        let buf = sc.take_buffer();
-        if buf.capacity() > 0 {
+        if let Some(buf) = sc.into_buffer() {
             scratch.buf = buf;
         }
         if report.fault.is_some() {

@@ -551,12 +551,16 @@ pub async fn catch_up<P: Projection>(
     registry: &Registry,
     batch: usize,
 ) -> Result<CatchUp, ProjectionError> {
-    let ends = topic
+    catch_up_to(store, projection, topic, registry, batch, &head_seqs(topic)).await
+}
+
+/// Each partition's head (its next seq): where a catch-up to the head ends.
+pub(crate) fn head_seqs(topic: &Topic) -> BTreeMap<u32, u64> {
+    topic
         .partitions()
         .iter()
         .map(|p| (p.id(), p.head().next_seq))
-        .collect();
-    catch_up_to(store, projection, topic, registry, batch, &ends).await
+        .collect()
 }
 
 /// Applies the events of the partitions in `ends` from the stored position up to (excluding)

@@ -337,11 +337,7 @@ pub async fn fill_shadow<P: Projection>(
     let started = Instant::now();
     let mut total = CatchUp::default();
     for _ in 0..MAX_FILL_PASSES {
-        let ends = topic
-            .partitions()
-            .iter()
-            .map(|p| (p.id(), p.head().next_seq))
-            .collect();
+        let ends = crate::runtime::head_seqs(topic);
         let pass = fill_shadow_to(store, projection, topic, registry, batch, &ends).await?;
         total.add(&pass);
         if pass.events < batch as u64 {

@@ -532,6 +532,16 @@ fn column_keys(rows: &[Vec<Cell>], i: usize) -> Vec<u128> {
         .collect()
 }
 
+/// Cells every row ends with: `log_partition, seq`.
+const TAIL: usize = 2;
+
+/// A row's own cells, with room for its [`TAIL`] so that adding it does not move the row.
+fn row<const N: usize>(cells: [Cell; N]) -> Vec<Cell> {
+    let mut row = Vec::with_capacity(N + TAIL);
+    row.extend(cells);
+    row
+}
+
 /// Position of a column in its table.
 pub fn column_index(t: &Table, name: &str) -> Option<usize> {
     t.columns.iter().position(|c| c.name == name)
@@ -587,15 +597,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
             out.deletions.push(d);
         }
     }
-    let tail = [Cell::UInt(u64::from(env.partition)), Cell::UInt(env.seq)];
-    // Rows are built with room for the tail, so adding it does not move them.
-    macro_rules! row {
-        ($($cell:expr),* $(,)?) => {{
-            let mut row = Vec::with_capacity([$(stringify!($cell)),*].len() + tail.len());
-            $(row.push($cell);)*
-            row
-        }};
-    }
+    let tail: [Cell; TAIL] = [Cell::UInt(u64::from(env.partition)), Cell::UInt(env.seq)];
     let mut push = |table: usize, mut row: Vec<Cell>| {
         row.extend(tail.iter().cloned());
         debug_assert_eq!(
@@ -608,7 +610,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
     };
     push(
         EVENTS,
-        row![
+        row([
             text(&env.tenant),
             text(&env.event_type),
             Cell::UInt(u64::try_from(env.schema_id).unwrap_or(0)),
@@ -627,14 +629,14 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
             Cell::UInt(env.payload.len() as u64),
             Cell::Text(hex32(&env.hash)),
             Cell::Text(hex32(&env.prev_hash)),
-        ],
+        ]),
     );
     match event {
         DomainEvent::Signal(e) => {
             let annals_domain::ingest::IngestEvent::SignalIngested(s) = e.as_ref();
             push(
                 SIGNALS,
-                row![
+                row([
                     text(&s.tenant),
                     text(&s.source),
                     Cell::Time(s.ts),
@@ -648,12 +650,12 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
                             .collect(),
                     ),
                     Cell::Time(env.recorded_at),
-                ],
+                ]),
             );
         }
         DomainEvent::Budget(BudgetEvent::UsageRecorded(u)) => push(
             USAGE,
-            row![
+            row([
                 text(&u.tenant),
                 text(&u.month),
                 text(&u.meter),
@@ -663,7 +665,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
                 money(u.spent_minor, &u.currency, env)?,
                 text(&u.currency),
                 Cell::Time(env.recorded_at),
-            ],
+            ]),
         ),
         DomainEvent::Invoice(InvoiceEvent::InvoiceLineAdded(l)) => {
             let unit = l
@@ -672,7 +674,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
                 .map_or(l.unit_price_minor, |t| t.unit_price_minor);
             push(
                 INVOICE_LINES,
-                row![
+                row([
                     text(&l.tenant),
                     text(&l.invoice_id),
                     text(&l.line_id),
@@ -684,12 +686,12 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
                     money(l.amount_minor, &l.currency, env)?,
                     text(&l.currency),
                     Cell::Time(env.occurred_at),
-                ],
+                ]),
             );
         }
         DomainEvent::Policy(PolicyEvent::PolicyDecisionRecorded(d)) => push(
             POLICY_DECISIONS,
-            row![
+            row([
                 text(&d.tenant),
                 text(&d.policy_id),
                 Cell::Int(i64::from(d.version)),
@@ -704,7 +706,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
                 }),
                 opt_text(d.matched_rule.as_deref()),
                 Cell::Time(d.decided_at),
-            ],
+            ]),
         ),
         DomainEvent::Deployment(d) => {
             let full = |v: &str| Cell::Shares(vec![(v.to_owned(), 100)]);
@@ -752,7 +754,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
             };
             push(
                 DEPLOYMENTS,
-                row![
+                row([
                     text(tenant),
                     text(model),
                     text(environment),
@@ -761,7 +763,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
                     traffic,
                     text(&env.actor),
                     Cell::Time(env.occurred_at),
-                ],
+                ]),
             );
         }
         _ => {}

@@ -150,7 +150,7 @@ impl Scanner {
     }
 
     /// [`Scanner::open`] reading into `buf` (1 MiB if empty), a buffer an earlier scanner gave
-    /// back ([`Scanner::take_buffer`]): fresh memory costs page faults. It grows if a frame
+    /// back ([`Scanner::into_buffer`]): fresh memory costs page faults. It grows if a frame
     /// is larger.
     pub fn open_in(path: &Path, pos: u64, limit: u64, mut buf: Vec<u8>) -> io::Result<Scanner> {
         let mut file = File::open(path)?;
@@ -198,15 +198,11 @@ impl Scanner {
         self.buf_pos + self.start as u64
     }
 
-    /// The scanner's own buffer, for the next one to read into (empty for a mapped segment);
-    /// the scanner is done afterwards.
-    pub fn take_buffer(&mut self) -> Vec<u8> {
-        self.start = 0;
-        self.end = 0;
-        self.body = 0..0;
-        match std::mem::replace(&mut self.buf, Buffer::Owned(Vec::new())) {
-            Buffer::Owned(v) => v,
-            Buffer::Mapped(_) => Vec::new(),
+    /// The scanner's own buffer, for the next one to read into (none for a mapped segment).
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        match self.buf {
+            Buffer::Owned(v) => Some(v),
+            Buffer::Mapped(_) => None,
         }
     }
 
