@@ -416,7 +416,6 @@ fn measure_lag(
     }
     let seconds = started.elapsed().as_secs_f64();
     let load_end = Instant::now();
-    let head: u64 = topic.partitions().iter().map(|p| p.head().next_seq).sum();
     loop {
         let caught = states
             .lock()
@@ -432,7 +431,6 @@ fn measure_lag(
     stop.send(true).ok();
     rt.block_on(task).ok();
     drop(engine);
-    let _ = head;
     samples.sort_by(f64::total_cmp);
     let pct = |q: f64| {
         samples
