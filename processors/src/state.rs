@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use annals_domain::billing::{
     Budget, BudgetCommand, BudgetEvent, BudgetServices, Invoice, InvoiceCommand, InvoiceEvent,
-    InvoiceServices,
+    InvoiceServices, UsageRecorded,
 };
 use annals_domain::ingest::{IngestCommand, IngestEvent, IngestServices, Source};
 use annals_domain::models::{
@@ -143,6 +143,11 @@ impl PartitionState {
                         .apply_stored(registry, env.schema_id, env.payload)
                         .map_err(fail)?;
                 }
+            }
+            Some("billing") if t == "billing.UsageRecorded" => {
+                let e =
+                    UsageRecorded::decode(registry, env.schema_id, env.payload).map_err(fail)?;
+                apply_to(&mut self.budgets, s, BudgetEvent::UsageRecorded(e));
             }
             Some("billing") => {
                 let payload = json()?;

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use annals_domain::Payload;
-use annals_domain::billing::{BudgetEvent, InvoiceEvent};
+use annals_domain::billing::{BudgetEvent, InvoiceEvent, UsageRecorded};
 use annals_domain::ingest::IngestEvent;
 use annals_domain::models::{DeploymentEvent, ModelVersionEvent};
 use annals_domain::policy::PolicyEvent;
 use annals_domain::tenancy::{ContactEvent, RetentionEvent, TenantEvent};
-use annals_events::{Envelope, Topic};
+use annals_events::{Envelope, EnvelopeRef, Topic};
 use annals_schemas::Registry;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -102,8 +102,11 @@ pub enum DomainEvent {
 
 impl DomainEvent {
     /// Decodes a stored event's payload with its writer schema, resolved to the latest version.
-    pub fn decode(env: &Envelope, registry: &Registry) -> Result<DomainEvent, ProjectionError> {
-        let t = env.event_type.as_str();
+    pub fn decode(
+        env: &EnvelopeRef<'_>,
+        registry: &Registry,
+    ) -> Result<DomainEvent, ProjectionError> {
+        let t = env.event_type;
         let fail = |detail: String| ProjectionError::Decode {
             partition: env.partition,
             seq: env.seq,
@@ -112,7 +115,7 @@ impl DomainEvent {
         };
         let json = || {
             registry
-                .decode_json(env.schema_id, &env.payload)
+                .decode_json(env.schema_id, env.payload)
                 .map_err(|e| fail(e.to_string()))
         };
         let some = |r: Option<Result<DomainEvent, String>>| match r {
@@ -131,8 +134,13 @@ impl DomainEvent {
                 some(RetentionEvent::from_json(t, v).map(|r| r.map(DomainEvent::Retention)))
             }
             Some("ingest") if t == "ingest.SignalIngested" => {
-                IngestEvent::decode(registry, env.schema_id, &env.payload)
+                IngestEvent::decode(registry, env.schema_id, env.payload)
                     .map(|e| DomainEvent::Signal(Box::new(e)))
+                    .map_err(fail)
+            }
+            Some("billing") if t == "billing.UsageRecorded" => {
+                UsageRecorded::decode(registry, env.schema_id, env.payload)
+                    .map(|u| DomainEvent::Budget(BudgetEvent::UsageRecorded(u)))
                     .map_err(fail)
             }
             Some("billing") => {
@@ -424,7 +432,7 @@ pub(crate) async fn apply_at<P: Projection>(
             });
         }
         if projection.wants(&env.event_type) {
-            wanted.push((env, DomainEvent::decode(env, registry)?));
+            wanted.push((env, DomainEvent::decode(&env.as_ref(), registry)?));
         }
         next = env.seq + 1;
         last_recorded_at = Some(env.recorded_at);

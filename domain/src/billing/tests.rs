@@ -1178,3 +1178,47 @@ fn every_event_round_trips_through_its_published_schema() {
     assert!(InvoiceEvent::from_json("billing.BudgetSet", serde_json::json!({})).is_none());
     assert!(BudgetEvent::from_json("billing.InvoicePaid", serde_json::json!({})).is_none());
 }
+
+/// Usage records are written and read straight from Avro binary: the bytes are the generic
+/// encoder's, the registry reads them back, and damage is an error, never a panic.
+#[test]
+fn usage_records_take_the_fast_codec_byte_for_byte() {
+    use crate::payload::Payload;
+    let registry = annals_schemas::Registry::builtin().unwrap();
+    let u = UsageRecorded {
+        tenant: "acme".into(),
+        month: "2026-11".into(),
+        usage_id: "u-ä-1".into(),
+        meter: "signals".into(),
+        quantity: 1_000_000_007,
+        cost_minor: 0,
+        currency: "EUR".into(),
+        spent_minor: i64::MAX,
+    };
+    let e = BudgetEvent::UsageRecorded(u.clone());
+    let (id, bytes) = e.encode(&registry).unwrap();
+    let generic = registry
+        .encode_json("billing.UsageRecorded", &e.to_json())
+        .unwrap();
+    assert_eq!(
+        (id, &bytes),
+        (generic.0, &generic.1),
+        "same schema id and bytes"
+    );
+    assert_eq!(
+        BudgetEvent::from_json(
+            "billing.UsageRecorded",
+            registry.decode_json(id, &bytes).unwrap()
+        )
+        .unwrap()
+        .unwrap(),
+        e
+    );
+    assert_eq!(UsageRecorded::decode(&registry, id, &bytes).unwrap(), u);
+    for cut in 0..bytes.len() {
+        assert!(UsageRecorded::decode(&registry, id, &bytes[..cut]).is_err());
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(UsageRecorded::decode(&registry, id, &longer).is_err());
+}

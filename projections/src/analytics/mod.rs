@@ -23,7 +23,7 @@ pub mod retention;
 
 use std::collections::BTreeMap;
 
-use annals_events::{Envelope, Topic};
+use annals_events::{Envelope, EnvelopeRef, Topic};
 use annals_schemas::Registry;
 use futures::StreamExt;
 use serde::Serialize;
@@ -175,13 +175,56 @@ pub fn rows_of_batch(
 ) -> Result<RowSet, AnalyticsError> {
     let mut rows = RowSet::default();
     for env in events {
-        let event = DomainEvent::decode(env, registry)?;
-        model::rows_of(env, &event, &mut rows).map_err(AnalyticsError::Store)?;
+        add_rows(&env.as_ref(), registry, &mut rows)?;
     }
     if sort {
         rows.sort();
     }
     Ok(rows)
+}
+
+/// Adds the rows of one stored event.
+fn add_rows(
+    env: &EnvelopeRef<'_>,
+    registry: &Registry,
+    rows: &mut RowSet,
+) -> Result<(), AnalyticsError> {
+    let event = DomainEvent::decode(env, registry)?;
+    model::rows_of(env, &event, rows).map_err(AnalyticsError::Store)
+}
+
+/// Reads the next batch of at most `batch` events below `head` and maps them to rows as they
+/// are read, each event borrowed from the reader (no copy of it is kept).
+fn read_batch(
+    reader: &mut annals_events::Reader,
+    head: u64,
+    batch: usize,
+    registry: &Registry,
+    sort: bool,
+) -> Result<Option<Batch>, AnalyticsError> {
+    let first = reader.position();
+    let mut rows = RowSet::default();
+    let mut last = None;
+    let mut read = 0;
+    while read < batch && reader.position() < head {
+        let Some(env) = reader.next_ref()? else { break };
+        add_rows(&env, registry, &mut rows)?;
+        last = Some((env.partition, env.seq + 1, env.recorded_at));
+        read += 1;
+    }
+    let Some((partition, next, last_recorded_at)) = last else {
+        return Ok(None);
+    };
+    if sort {
+        rows.sort();
+    }
+    Ok(Some(Batch {
+        partition,
+        first,
+        next,
+        last_recorded_at,
+        rows,
+    }))
 }
 
 /// Applies every partition's events from the store's position to the log's head, in batches
@@ -255,28 +298,7 @@ async fn catch_up_partition(
     while from < head {
         let reg = registry.clone();
         let (back, mapped) = tokio::task::spawn_blocking(move || {
-            let mapped = (|| {
-                let mut events = Vec::with_capacity(batch.min(head.saturating_sub(from) as usize));
-                while events.len() < batch && reader.position() < head {
-                    match reader.next()? {
-                        Some(e) => events.push(e),
-                        None => break,
-                    }
-                }
-                let Some(last) = events.last() else {
-                    return Ok(None);
-                };
-                let (partition, next, last_recorded_at) =
-                    (last.partition, last.seq + 1, last.recorded_at);
-                let rows = rows_of_batch(&events, &reg, sort)?;
-                Ok::<_, AnalyticsError>(Some(Batch {
-                    partition,
-                    first: from,
-                    next,
-                    last_recorded_at,
-                    rows,
-                }))
-            })();
+            let mapped = read_batch(&mut reader, head, batch, &reg, sort);
             (reader, mapped)
         })
         .await

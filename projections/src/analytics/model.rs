@@ -16,7 +16,7 @@ use annals_domain::billing::{BudgetEvent, InvoiceEvent, minor_to_thousandths};
 use annals_domain::models::{DeploymentEvent, TrafficShare};
 use annals_domain::policy::{Effect, PolicyEvent};
 use annals_domain::tenancy::RetentionEvent;
-use annals_events::Envelope;
+use annals_events::EnvelopeRef;
 
 use super::retention::Deletion;
 use crate::runtime::DomainEvent;
@@ -566,7 +566,7 @@ fn opt_text(s: Option<&str>) -> Cell {
 }
 
 /// Money: thousandths of the major unit; an amount too large for the column is an error.
-fn money(minor: i64, currency: &str, env: &Envelope) -> Result<Cell, String> {
+fn money(minor: i64, currency: &str, env: &EnvelopeRef<'_>) -> Result<Cell, String> {
     minor_to_thousandths(minor, currency)
         .map(Cell::Money)
         .ok_or_else(|| {
@@ -590,7 +590,7 @@ fn shares(traffic: &[TrafficShare]) -> Cell {
 /// table its type feeds, if any. An applied retention run removes the rows it matches from
 /// `out` and is kept in `out.deletions` for the rows already stored. Pure: the same event
 /// always gives the same rows.
-pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<(), String> {
+pub fn rows_of(env: &EnvelopeRef<'_>, event: &DomainEvent, out: &mut RowSet) -> Result<(), String> {
     if let DomainEvent::Retention(RetentionEvent::RetentionApplied(run)) = event {
         for d in Deletion::of_run(run, env.partition, env.seq) {
             out.tables[d.table].retain(|row| !d.matches(row));
@@ -611,24 +611,24 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
     push(
         EVENTS,
         row([
-            text(&env.tenant),
-            text(&env.event_type),
+            text(env.tenant),
+            text(env.event_type),
             Cell::UInt(u64::try_from(env.schema_id).unwrap_or(0)),
             text(
-                env.event_id
+                uuid::Uuid::from_bytes(env.event_id)
                     .hyphenated()
                     .encode_lower(&mut uuid::Uuid::encode_buffer()),
             ),
-            text(&env.stream),
+            text(env.stream),
             Cell::UInt(env.stream_version),
-            text(&env.actor),
-            opt_text(env.causation_id.as_deref()),
-            opt_text(env.correlation_id.as_deref()),
+            text(env.actor),
+            opt_text(env.causation_id),
+            opt_text(env.correlation_id),
             Cell::Time(env.occurred_at),
             Cell::Time(env.recorded_at),
             Cell::UInt(env.payload.len() as u64),
-            Cell::Text(hex32(&env.hash)),
-            Cell::Text(hex32(&env.prev_hash)),
+            Cell::Text(hex32(env.hash)),
+            Cell::Text(hex32(env.prev_hash)),
         ]),
     );
     match event {
@@ -761,7 +761,7 @@ pub fn rows_of(env: &Envelope, event: &DomainEvent, out: &mut RowSet) -> Result<
                     text(action),
                     opt_text(version),
                     traffic,
-                    text(&env.actor),
+                    text(env.actor),
                     Cell::Time(env.occurred_at),
                 ]),
             );

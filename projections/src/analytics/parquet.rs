@@ -100,16 +100,40 @@ fn writer_alive(name: &str) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Writes a batch folder's `batch.json` and syncs it and the folder: the last step before the
-/// folder is renamed into place.
+/// Writes a batch folder's `batch.json`, then makes the whole folder durable: the last step
+/// before the folder is renamed into place. The Parquet files in it are written without a sync
+/// of their own; here they are all synced side by side, which the file system commits together
+/// (one flush for the folder instead of one per file).
 fn write_info(dir: &Path, info: &BatchInfo) -> Result<(), AnalyticsError> {
     let path = dir.join("batch.json");
     fs::write(
         &path,
         serde_json::to_vec_pretty(info).expect("serialisable"),
     )
-    .and_then(|()| fs::File::open(&path)?.sync_all())
     .map_err(io(format!("cannot write {}", path.display())))?;
+    let files = fs::read_dir(dir)
+        .and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(io(format!("cannot list {}", dir.display())))?;
+    std::thread::scope(|s| {
+        let syncs: Vec<_> = files
+            .iter()
+            .map(|f| {
+                s.spawn(move || {
+                    fs::File::open(f)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io(format!("cannot sync {}", f.display())))
+                })
+            })
+            .collect();
+        syncs.into_iter().try_for_each(|sync| {
+            sync.join()
+                .unwrap_or_else(|_| Err(AnalyticsError::Store("a sync thread failed".into())))
+        })
+    })?;
     sync_dir(dir)
 }
 
@@ -365,10 +389,8 @@ impl ParquetStore {
                         w.write(&batch).map_err(parquet_err)?;
                     }
                 }
-                w.into_inner()
-                    .map_err(parquet_err)?
-                    .sync_all()
-                    .map_err(io(format!("cannot sync {}", out.display())))?;
+                // Synced with the folder, by `write_info`.
+                w.into_inner().map_err(parquet_err)?;
             }
             let info = BatchInfo {
                 partition,
@@ -844,10 +866,10 @@ fn write_batches(path: &Path, batches: &[RecordBatch]) -> Result<(), AnalyticsEr
         }
         w.into_inner()
     };
-    let file = write(file)
-        .map_err(|e| AnalyticsError::Store(format!("cannot write {}: {e}", path.display())))?;
-    file.sync_all()
-        .map_err(io(format!("cannot sync {}", path.display())))
+    // Synced with its folder, by `write_info`.
+    write(file)
+        .map(drop)
+        .map_err(|e| AnalyticsError::Store(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Renders query results as a table, CSV or JSON (one object per row, in an array).
@@ -1077,8 +1099,8 @@ fn write_parquet(path: &Path, table: &Table, rows: &[&Vec<Cell>]) -> Result<(), 
         w.write(&batch)?;
         w.into_inner()
     };
-    let file = write(file)
-        .map_err(|e| AnalyticsError::Store(format!("cannot write {}: {e}", path.display())))?;
-    file.sync_all()
-        .map_err(io(format!("cannot sync {}", path.display())))
+    // Synced with its folder, by `write_info`.
+    write(file)
+        .map(drop)
+        .map_err(|e| AnalyticsError::Store(format!("cannot write {}: {e}", path.display())))
 }
