@@ -29,6 +29,9 @@ pub struct ClickHouseStore {
     url: String,
     database: String,
     suffix: &'static str,
+    /// Held while a retention run's rows are deleted from a shadow table: the deletion is a
+    /// mutation, which runs only while the table's merges do (see [`Self::set_merges`]).
+    deleting: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn failed(context: &str) -> impl FnOnce(clickhouse::error::Error) -> AnalyticsError {
@@ -86,6 +89,7 @@ impl ClickHouseStore {
             url: url.to_owned(),
             database: database.to_owned(),
             suffix: "",
+            deleting: Default::default(),
         })
     }
 
@@ -142,7 +146,31 @@ impl ClickHouseStore {
             .execute()
             .await
             .map_err(failed("cannot create the positions table"))?;
+        self.set_merges().await;
         Ok(())
+    }
+
+    /// Shadow tables being filled by a rebuild are not merged: every batch is a part, and
+    /// merging parts that more parts will join only takes cores from the inserts. Live tables
+    /// (among them a shadow just swapped in, or one a crashed rebuild left) merge as usual.
+    async fn set_merges(&self) {
+        let verb = if self.suffix == SHADOW {
+            "STOP"
+        } else {
+            "START"
+        };
+        for name in TABLES.iter().map(|t| t.name) {
+            self.merges(verb, &self.table_name(name)).await;
+        }
+    }
+
+    /// `SYSTEM START|STOP MERGES` for one table. The server may refuse a user without the
+    /// `SYSTEM MERGES` grant; that costs only speed, so it is logged, not returned.
+    async fn merges(&self, verb: &str, table: &str) {
+        let sql = format!("SYSTEM {verb} MERGES `{}`.`{table}`", self.database);
+        if let Err(e) = self.client.query_raw(&sql).execute().await {
+            tracing::warn!(%table, error = %e, "cannot {} merges", verb.to_lowercase());
+        }
     }
 
     async fn ensure_database(&self) -> Result<(), AnalyticsError> {
@@ -222,7 +250,9 @@ impl ClickHouseStore {
             ))
             .with_setting("insert_deduplication_token", token)
             // Signals of one batch may span many months (their own timestamps).
-            .with_setting("max_partitions_per_insert_block", "0");
+            .with_setting("max_partitions_per_insert_block", "0")
+            // A batch holds each (log_partition, seq) once: nothing to collapse on insert.
+            .with_setting("optimize_on_insert", "0");
         let context = format!("cannot insert into {table}");
         insert.send(data.into()).await.map_err(failed(&context))?;
         insert.end().await.map_err(failed(&context))
@@ -283,20 +313,34 @@ impl ClickHouseStore {
         }
         // Retention runs in the batch: their rows go before the position moves past them.
         for d in &batch.rows.deletions {
-            self.client
+            let table = self.table_name(d.table_name());
+            // On a shadow table, merges (and with them mutations) run for the deletion's time:
+            // one deletion at a time, so none stops the merges another is waiting on.
+            let shadow = self.suffix == SHADOW;
+            let _one_at_a_time = if shadow {
+                let held = self.deleting.lock().await;
+                self.merges("START", &table).await;
+                Some(held)
+            } else {
+                None
+            };
+            let deleted = self
+                .client
                 .query_raw(&format!(
-                    "ALTER TABLE `{}` DELETE WHERE {}",
-                    self.table_name(d.table_name()),
+                    "ALTER TABLE `{table}` DELETE WHERE {}",
                     predicate(d)
                 ))
                 // Wait until the rows are gone from the table's parts, not only marked.
                 .with_setting("mutations_sync", "2")
                 .execute()
-                .await
-                .map_err(failed(&format!(
-                    "cannot remove the rows of a retention run from {}",
-                    d.table_name()
-                )))?;
+                .await;
+            if shadow {
+                self.merges("STOP", &table).await;
+            }
+            deleted.map_err(failed(&format!(
+                "cannot remove the rows of a retention run from {}",
+                d.table_name()
+            )))?;
         }
         crate::failpoint("analytics.clickhouse.before_position");
         let positions = self.table_name(POSITIONS);
