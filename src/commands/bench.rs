@@ -96,6 +96,10 @@ struct Figures {
     verify_1_thread_mb_per_s: f64,
     sha256_1_core_mb_per_s: f64,
     verify_per_core_vs_sha256: f64,
+    /// Bytes of SHA-256 blocks verify hashes per byte of log it reads.
+    sha256_bytes_per_log_byte: f64,
+    /// Verify's hashing rate per core (SHA-256 block bytes/s) over `sha256_1_core_mb_per_s`.
+    verify_hashing_per_core_vs_sha256: f64,
 }
 
 pub fn run(ctx: &Context, cmd: BenchCommand) -> Result<ExitCode, Failure> {
@@ -137,6 +141,12 @@ pub fn run(ctx: &Context, cmd: BenchCommand) -> Result<ExitCode, Failure> {
             "  sha-256, 1 core: {:>12.1} MB/s (8 KiB blocks); verify per core = {:.0}% of it",
             f.sha256_1_core_mb_per_s,
             f.verify_per_core_vs_sha256 * 100.0
+        );
+        println!(
+            "  sha-256 work   : {:>12.2} bytes of SHA-256 blocks per byte of log (each event's chain hash): verify can reach at most {:.0}% of 1 core's SHA-256 per core; it hashes at {:.0}% of it",
+            f.sha256_bytes_per_log_byte,
+            100.0 / f.sha256_bytes_per_log_byte,
+            f.verify_hashing_per_core_vs_sha256 * 100.0
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -256,6 +266,10 @@ fn measure(dir: &std::path::Path, args: &LogArgs) -> Result<Figures, Failure> {
     let all = median_run(VERIFY_RUNS, || verify(0), |r| r.mb_per_s)?;
     let one = median_run(VERIFY_RUNS, || verify(1), |r| r.mb_per_s)?;
     let sha = sha256_speed();
+    let log = Log::open_read_only(dir)?;
+    let topic = log.topic("bench")?;
+    let blocks = sha256_blocks(&topic, false)?;
+    let sha256_bytes_per_log_byte = (blocks * 64) as f64 / all.bytes.max(1) as f64;
     Ok(Figures {
         events,
         partitions: args.partitions,
@@ -271,7 +285,35 @@ fn measure(dir: &std::path::Path, args: &LogArgs) -> Result<Figures, Failure> {
         verify_1_thread_mb_per_s: one.mb_per_s,
         sha256_1_core_mb_per_s: sha,
         verify_per_core_vs_sha256: (all.mb_per_s / all.threads as f64) / sha,
+        sha256_bytes_per_log_byte,
+        verify_hashing_per_core_vs_sha256: all.mb_per_s * sha256_bytes_per_log_byte
+            / all.threads as f64
+            / sha,
     })
+}
+
+/// The SHA-256 blocks verify hashes for `topic`: per event its chain hash (the prefix and the
+/// envelope without its hash, padded), and with `merkle` (checkpoint roots) its Merkle leaf
+/// (`0x00 ‖ hash`: one block) and one interior node (`0x01 ‖ left ‖ right`: two blocks) for
+/// every leaf of a partition but its first.
+pub(super) fn sha256_blocks(topic: &annals_events::Topic, merkle: bool) -> Result<u64, Failure> {
+    let blocks_of = |len: usize| (len + 9).div_ceil(64) as u64;
+    let mut blocks = 0;
+    let mut body = Vec::new();
+    for part in topic.partitions() {
+        let mut reader = part.reader(0);
+        let mut events = 0u64;
+        while let Some(e) = reader.next_ref()? {
+            body.clear();
+            e.encode_without_hash(&mut body);
+            blocks += blocks_of(annals_events::chain::PREFIX_LEN + body.len());
+            events += 1;
+        }
+        if merkle {
+            blocks += events * blocks_of(33) + 2 * events.saturating_sub(1);
+        }
+    }
+    Ok(blocks)
 }
 
 /// Verify runs per figure: verify takes a fraction of a second, and one run on this shared

@@ -36,6 +36,10 @@ struct Figures {
     verify_checkpoints: u64,
     sha256_1_core_mb_per_s: f64,
     verify_per_core_vs_sha256: f64,
+    /// Bytes of SHA-256 blocks full verify hashes per byte of log it reads.
+    sha256_bytes_per_log_byte: f64,
+    /// Full verify's hashing rate per core (SHA-256 block bytes/s) over `sha256_1_core_mb_per_s`.
+    verify_hashing_per_core_vs_sha256: f64,
     replay_events_per_s: f64,
     replay_with_digest_events_per_s: f64,
 }
@@ -80,6 +84,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
         f.verify_per_core_vs_sha256 * 100.0
     );
     println!(
+        "  sha-256 work     : {:>12.2} bytes of SHA-256 blocks per byte of log (each event's chain hash, Merkle leaf and node): full verify can reach at most {:.0}% of 1 core's SHA-256 per core; it hashes at {:.0}% of it",
+        f.sha256_bytes_per_log_byte,
+        100.0 / f.sha256_bytes_per_log_byte,
+        f.verify_hashing_per_core_vs_sha256 * 100.0
+    );
+    println!(
         "  replay           : {:>12.0} events/s into the in-memory aggregates ({:.0} events/s with their snapshot and digest)",
         f.replay_events_per_s, f.replay_with_digest_events_per_s
     );
@@ -99,6 +109,7 @@ fn measure(args: &Args, scratch: &std::path::Path) -> Result<Figures, Failure> {
         .max_by_key(|p| p.head().next_seq)
         .ok_or_else(|| Failure::failed("the demo log has no partition"))?;
     let registry = super::registry_for(&data)?;
+    let sha256_blocks = super::bench::sha256_blocks(&topic, true)?;
     let mut leaves = Vec::with_capacity(part.head().next_seq as usize);
     let mut checkpoint = None;
     let mut reader = part.reader(0);
@@ -155,11 +166,13 @@ fn measure(args: &Args, scratch: &std::path::Path) -> Result<Figures, Failure> {
         Ok((
             report.bytes as f64 / 1e6 / seconds.max(1e-9),
             checkpoints.checkpoints,
+            report.bytes,
         ))
     };
-    let (verify_mb_per_s, verify_checkpoints) =
+    let (verify_mb_per_s, verify_checkpoints, log_bytes) =
         super::bench::median_run(super::bench::VERIFY_RUNS, verify, |r| r.0)?;
     let sha = super::bench::sha256_speed();
+    let sha256_bytes_per_log_byte = (sha256_blocks * 64) as f64 / log_bytes.max(1) as f64;
     let log = Log::open_read_only(&data)?;
     let replayed = annals_replay::replay(
         &log,
@@ -178,6 +191,10 @@ fn measure(args: &Args, scratch: &std::path::Path) -> Result<Figures, Failure> {
         verify_threads: threads,
         sha256_1_core_mb_per_s: sha,
         verify_per_core_vs_sha256: verify_mb_per_s / threads as f64 / sha,
+        sha256_bytes_per_log_byte,
+        verify_hashing_per_core_vs_sha256: verify_mb_per_s * sha256_bytes_per_log_byte
+            / threads as f64
+            / sha,
         replay_events_per_s: replayed.events_applied as f64 / replayed.apply_seconds.max(1e-9),
         replay_with_digest_events_per_s: replayed.events_applied as f64
             / replayed.seconds.max(1e-9),
