@@ -411,38 +411,58 @@ mod crc_lanes {
 
     use super::FrameParts;
 
-    /// Up to four frames' CRCs, their longest common stretch interleaved.
+    /// Up to four frames' CRCs: four at once with their longest common stretch interleaved
+    /// (fixed lanes, so the loop is four independent CRC chains and nothing else), fewer one
+    /// after another.
     ///
     /// # Safety
     /// The CPU must have SSE4.2.
     #[target_feature(enable = "sse4.2")]
     pub(super) unsafe fn four(group: &[FrameParts<'_>], out: &mut Vec<u32>) {
-        let mut crc = [0u32; 4];
-        for (c, (len, _)) in crc.iter_mut().zip(group) {
-            *c = _mm_crc32_u32(!0, u32::from_le_bytes(*len));
-        }
+        let Ok(&[f0, f1, f2, f3]) = <&[FrameParts<'_>; 4]>::try_from(group) else {
+            for (len, pieces) in group {
+                let c = pieces
+                    .iter()
+                    .fold(_mm_crc32_u32(!0, u32::from_le_bytes(*len)), |c, p| {
+                        rest(c, p)
+                    });
+                out.push(!c);
+            }
+            return;
+        };
+        let frames = [f0, f1, f2, f3];
+        let mut crc = frames.map(|(len, _)| _mm_crc32_u32(!0, u32::from_le_bytes(len)));
         for piece in 0..2 {
-            let common = group.iter().map(|g| g.1[piece].len()).min().unwrap_or(0) / 8;
-            for word in 0..common {
-                for (c, g) in crc.iter_mut().zip(group) {
-                    let at = 8 * word;
-                    let bytes = g.1[piece][at..at + 8].try_into().expect("8 bytes");
-                    *c = _mm_crc32_u64(u64::from(*c), u64::from_le_bytes(bytes)) as u32;
-                }
+            let common = frames.iter().map(|f| f.1[piece].len()).min().unwrap_or(0) / 8 * 8;
+            let [a, b, c, d] = frames.map(|f| f.1[piece][..common].chunks_exact(8));
+            for (((wa, wb), wc), wd) in a.zip(b).zip(c).zip(d) {
+                crc[0] = _mm_crc32_u64(u64::from(crc[0]), word(wa)) as u32;
+                crc[1] = _mm_crc32_u64(u64::from(crc[1]), word(wb)) as u32;
+                crc[2] = _mm_crc32_u64(u64::from(crc[2]), word(wc)) as u32;
+                crc[3] = _mm_crc32_u64(u64::from(crc[3]), word(wd)) as u32;
             }
-            for (c, g) in crc.iter_mut().zip(group) {
-                let rest = &g.1[piece][8 * common..];
-                let mut words = rest.chunks_exact(8);
-                for w in &mut words {
-                    let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                    *c = _mm_crc32_u64(u64::from(*c), w) as u32;
-                }
-                for &b in words.remainder() {
-                    *c = _mm_crc32_u8(*c, b);
-                }
+            for (c, f) in crc.iter_mut().zip(&frames) {
+                *c = rest(*c, &f.1[piece][common..]);
             }
         }
-        out.extend(crc[..group.len()].iter().map(|c| !c));
+        out.extend(crc.map(|c| !c));
+    }
+
+    fn word(bytes: &[u8]) -> u64 {
+        u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+    }
+
+    /// Continues `crc` over `bytes`, a word at a time.
+    #[target_feature(enable = "sse4.2")]
+    fn rest(mut crc: u32, bytes: &[u8]) -> u32 {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            crc = _mm_crc32_u64(u64::from(crc), word(w)) as u32;
+        }
+        for &b in words.remainder() {
+            crc = _mm_crc32_u8(crc, b);
+        }
+        crc
     }
 }
 
