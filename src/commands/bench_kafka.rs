@@ -88,7 +88,16 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     let scratch = super::bench::tempdir_in(&std::env::temp_dir())?;
     let result = measure(&scratch, &cfg, &args);
     std::fs::remove_dir_all(&scratch).ok();
-    let f = result?;
+    let f = result.map_err(|mut e| {
+        // A broker that runs but falls behind (tansu reading records with headers, say) lets
+        // requests time out; the generic advice to check that it runs does not help then.
+        if e.message.contains("Timed out") {
+            e.message.push_str(
+                "; if it does, the bench may have outrun it: try fewer --signals, or --no-headers (the tansu test broker reads records with headers about 20 times slower)",
+            );
+        }
+        e
+    })?;
     if ctx.json {
         super::print_json(&f);
         return Ok(ExitCode::SUCCESS);
