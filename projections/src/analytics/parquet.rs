@@ -118,20 +118,26 @@ fn write_info(dir: &Path, info: &BatchInfo) -> Result<(), AnalyticsError> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(io(format!("cannot list {}", dir.display())))?;
+    let sync = |f: &PathBuf| {
+        fs::File::open(f)
+            .and_then(|f| f.sync_all())
+            .map_err(io(format!("cannot sync {}", f.display())))
+    };
     std::thread::scope(|s| {
+        // A file whose thread cannot be started is synced here, in turn.
         let syncs: Vec<_> = files
             .iter()
             .map(|f| {
-                s.spawn(move || {
-                    fs::File::open(f)
-                        .and_then(|f| f.sync_all())
-                        .map_err(io(format!("cannot sync {}", f.display())))
-                })
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || sync(f))
+                    .map_err(|_| f)
             })
             .collect();
-        syncs.into_iter().try_for_each(|sync| {
-            sync.join()
-                .unwrap_or_else(|_| Err(AnalyticsError::Store("a sync thread failed".into())))
+        syncs.into_iter().try_for_each(|started| match started {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(AnalyticsError::Store("a sync thread failed".into()))),
+            Err(f) => sync(f),
         })
     })?;
     sync_dir(dir)
