@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 mod lanes;
-pub use lanes::Batch;
+pub use lanes::{Batch, padded_blocks};
 
 pub type Hash = [u8; 32];
 

@@ -266,10 +266,9 @@ fn measure(dir: &std::path::Path, args: &LogArgs) -> Result<Figures, Failure> {
     let all = median_run(VERIFY_RUNS, || verify(0), |r| r.mb_per_s)?;
     let one = median_run(VERIFY_RUNS, || verify(1), |r| r.mb_per_s)?;
     let sha = sha256_speed();
-    let log = Log::open_read_only(dir)?;
-    let topic = log.topic("bench")?;
-    let blocks = sha256_blocks(&topic, false)?;
-    let sha256_bytes_per_log_byte = (blocks * 64) as f64 / all.bytes.max(1) as f64;
+    let blocks = sha256_blocks(&Log::open_read_only(dir)?, false)?;
+    let (sha256_bytes_per_log_byte, verify_hashing_per_core_vs_sha256) =
+        sha256_work(blocks, all.bytes, all.mb_per_s, all.threads, sha);
     Ok(Figures {
         events,
         partitions: args.partitions,
@@ -286,34 +285,50 @@ fn measure(dir: &std::path::Path, args: &LogArgs) -> Result<Figures, Failure> {
         sha256_1_core_mb_per_s: sha,
         verify_per_core_vs_sha256: (all.mb_per_s / all.threads as f64) / sha,
         sha256_bytes_per_log_byte,
-        verify_hashing_per_core_vs_sha256: all.mb_per_s * sha256_bytes_per_log_byte
-            / all.threads as f64
-            / sha,
+        verify_hashing_per_core_vs_sha256,
     })
 }
 
-/// The SHA-256 blocks verify hashes for `topic`: per event its chain hash (the prefix and the
-/// envelope without its hash, padded), and with `merkle` (checkpoint roots) its Merkle leaf
-/// (`0x00 ‖ hash`: one block) and one interior node (`0x01 ‖ left ‖ right`: two blocks) for
-/// every leaf of a partition but its first.
-pub(super) fn sha256_blocks(topic: &annals_events::Topic, merkle: bool) -> Result<u64, Failure> {
-    let blocks_of = |len: usize| (len + 9).div_ceil(64) as u64;
+/// The SHA-256 blocks verify hashes for the events of `log`: per event its chain hash (the
+/// prefix and the envelope without its hash), and with `merkle` (checkpoint roots) its Merkle
+/// leaf (`0x00 ‖ hash`) and one interior node (`0x01 ‖ left ‖ right`) for every leaf of a
+/// partition but its first.
+pub(super) fn sha256_blocks(log: &Log, merkle: bool) -> Result<u64, Failure> {
+    use annals_events::chain::{PREFIX_LEN, padded_blocks};
     let mut blocks = 0;
     let mut body = Vec::new();
-    for part in topic.partitions() {
-        let mut reader = part.reader(0);
-        let mut events = 0u64;
-        while let Some(e) = reader.next_ref()? {
-            body.clear();
-            e.encode_without_hash(&mut body);
-            blocks += blocks_of(annals_events::chain::PREFIX_LEN + body.len());
-            events += 1;
-        }
-        if merkle {
-            blocks += events * blocks_of(33) + 2 * events.saturating_sub(1);
+    for topic in log.topics() {
+        for part in topic.partitions() {
+            let mut reader = part.reader(0);
+            let mut events = 0u64;
+            while let Some(e) = reader.next_ref()? {
+                body.clear();
+                e.encode_without_hash(&mut body);
+                blocks += padded_blocks(PREFIX_LEN + body.len()) as u64;
+                events += 1;
+            }
+            if merkle {
+                blocks += events * padded_blocks(1 + 32) as u64
+                    + events.saturating_sub(1) * padded_blocks(1 + 64) as u64;
+            }
         }
     }
     Ok(blocks)
+}
+
+/// Verify's SHA-256 work, from the blocks it hashes ([`sha256_blocks`]) over the log bytes it
+/// read at `mb_per_s` with `threads`: bytes of blocks per byte of log (its reciprocal is the
+/// most verify can reach of `sha` per core), and the rate its hashing runs at per core as a
+/// share of `sha`.
+pub(super) fn sha256_work(
+    blocks: u64,
+    log_bytes: u64,
+    mb_per_s: f64,
+    threads: usize,
+    sha: f64,
+) -> (f64, f64) {
+    let per_log_byte = (blocks * 64) as f64 / log_bytes.max(1) as f64;
+    (per_log_byte, mb_per_s * per_log_byte / threads as f64 / sha)
 }
 
 /// Verify runs per figure: verify takes a fraction of a second, and one run on this shared

@@ -90,10 +90,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<ExitCode, Failure> {
     std::fs::remove_dir_all(&scratch).ok();
     let f = result.map_err(|mut e| {
         // A broker that runs but falls behind (tansu reading records with headers, say) lets
-        // requests time out; the generic advice to check that it runs does not help then.
+        // requests time out: say which of the bench's options lighten its load.
         if e.message.contains("Timed out") {
             e.message.push_str(
-                "; if it does, the bench may have outrun it: try fewer --signals, or --no-headers (the tansu test broker reads records with headers about 20 times slower)",
+                "; if the bench outran it, try fewer --signals, or --no-headers (the tansu test broker reads records with headers about 20 times slower)",
             );
         }
         e

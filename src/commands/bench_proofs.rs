@@ -109,7 +109,7 @@ fn measure(args: &Args, scratch: &std::path::Path) -> Result<Figures, Failure> {
         .max_by_key(|p| p.head().next_seq)
         .ok_or_else(|| Failure::failed("the demo log has no partition"))?;
     let registry = super::registry_for(&data)?;
-    let sha256_blocks = super::bench::sha256_blocks(&topic, true)?;
+    let sha256_blocks = super::bench::sha256_blocks(&log, true)?;
     let mut leaves = Vec::with_capacity(part.head().next_seq as usize);
     let mut checkpoint = None;
     let mut reader = part.reader(0);
@@ -172,7 +172,8 @@ fn measure(args: &Args, scratch: &std::path::Path) -> Result<Figures, Failure> {
     let (verify_mb_per_s, verify_checkpoints, log_bytes) =
         super::bench::median_run(super::bench::VERIFY_RUNS, verify, |r| r.0)?;
     let sha = super::bench::sha256_speed();
-    let sha256_bytes_per_log_byte = (sha256_blocks * 64) as f64 / log_bytes.max(1) as f64;
+    let (sha256_bytes_per_log_byte, verify_hashing_per_core_vs_sha256) =
+        super::bench::sha256_work(sha256_blocks, log_bytes, verify_mb_per_s, threads, sha);
     let log = Log::open_read_only(&data)?;
     let replayed = annals_replay::replay(
         &log,
@@ -192,9 +193,7 @@ fn measure(args: &Args, scratch: &std::path::Path) -> Result<Figures, Failure> {
         sha256_1_core_mb_per_s: sha,
         verify_per_core_vs_sha256: verify_mb_per_s / threads as f64 / sha,
         sha256_bytes_per_log_byte,
-        verify_hashing_per_core_vs_sha256: verify_mb_per_s * sha256_bytes_per_log_byte
-            / threads as f64
-            / sha,
+        verify_hashing_per_core_vs_sha256,
         replay_events_per_s: replayed.events_applied as f64 / replayed.apply_seconds.max(1e-9),
         replay_with_digest_events_per_s: replayed.events_applied as f64
             / replayed.seconds.max(1e-9),

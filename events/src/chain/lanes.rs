@@ -20,6 +20,12 @@ const IV: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
 
+/// The 64-byte blocks SHA-256 hashes for a message of `len` bytes: the message, the 0x80
+/// byte and the 8-byte bit length, padded to a whole block.
+pub fn padded_blocks(len: usize) -> usize {
+    (len + 9).div_ceil(64)
+}
+
 /// Messages laid out back to back, each padded to whole 64-byte blocks as SHA-256 pads it.
 #[derive(Default)]
 pub struct Batch {
@@ -60,7 +66,7 @@ impl Batch {
         }
         // Padding: 0x80, zeros, then the length in bits (big-endian) ending a block.
         self.blocks.push(0x80);
-        let padded = (self.blocks.len() - start + 8).div_ceil(64) * 64;
+        let padded = 64 * padded_blocks((bits / 8) as usize);
         self.blocks.resize(start + padded - 8, 0);
         self.blocks.extend_from_slice(&bits.to_be_bytes());
         self.spans.push((start, padded / 64));
@@ -70,7 +76,7 @@ impl Batch {
     /// Adds one message of a fixed size (a Merkle leaf or node): the padding is known in
     /// advance, so it is laid out in one go.
     pub fn push_array<const N: usize>(&mut self, message: &[u8; N]) {
-        let blocks = (N + 9).div_ceil(64);
+        let blocks = padded_blocks(N);
         let start = self.blocks.len();
         self.blocks.resize(start + 64 * blocks, 0);
         let padded = &mut self.blocks[start..];

@@ -103,7 +103,7 @@ pub enum LogError {
     #[error("the partition writer has shut down")]
     Closed,
     #[error(
-        "{context} (Kafka at {brokers}): {detail}; check that the broker runs (`scripts/services up kafka`) and [log.kafka] brokers"
+        "{context} (Kafka at {brokers}): {detail}; check that the broker runs (`scripts/services up kafka`) and keeps up, and [log.kafka] brokers"
     )]
     Kafka {
         brokers: String,
